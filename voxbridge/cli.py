@@ -1,0 +1,290 @@
+"""The ``voxbridge`` command line (SPEC §5).
+
+Exit codes follow sysexits: 0 ok, 1 runtime failure, 2 usage, 77 key permissions, 78
+configuration. Every user mistake ends in one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from . import __version__
+from .atomicfile import write_atomic
+from .config.load import agent_files, load_directory, read_agent_text
+from .config.schema import agent_schema
+from .editor import edit_file
+from .errors import EX_CONFIG, ConfigError, Problem, UsageError, VoxbridgeError
+from .secrets.crypto import key_id
+from .secrets.inplace import encrypt_text, reencrypt_text, reveal_text
+from .secrets.keys import (
+    PublicKey,
+    current_public_key,
+    default_key_name,
+    ensure_keys_dir,
+    generate_key_pair,
+    load_keyring,
+    public_keys,
+)
+
+__all__ = ["main"]
+
+SCHEMA_FILE = ".schema.json"
+
+
+def _dirs(parser: argparse.ArgumentParser, *, agents: bool = True, keys: bool = True) -> None:
+    if agents:
+        parser.add_argument(
+            "--agents-dir",
+            type=Path,
+            default=Path("agents.d"),
+            metavar="DIR",
+            help="directory of agent files (default: agents.d)",
+        )
+    if keys:
+        parser.add_argument(
+            "--keys-dir",
+            type=Path,
+            default=Path("keys"),
+            metavar="DIR",
+            help="directory of key pairs (default: keys)",
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voxbridge",
+        description="Keeps a fleet of AI agents online, driven by agents.d/*.yaml.",
+    )
+    p.add_argument("--version", action="version", version=f"voxbridge {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("init", help="create agents.d/ with an example agent and a key pair")
+    c.add_argument("dir", nargs="?", type=Path, default=Path(), metavar="DIR")
+
+    keys = sub.add_parser("keys", help="make or rotate key pairs")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    c = ksub.add_parser("generate", help="make a new key pair in keys/")
+    c.add_argument("--name", help="file name of the pair (default: vb-<UTC timestamp>)")
+    _dirs(c, agents=False)
+    c = ksub.add_parser("rotate", help="new key pair, then re-encrypt every secret in agents.d")
+    c.add_argument("--name", help="file name of the new pair (default: vb-<UTC timestamp>)")
+    _dirs(c)
+    c = ksub.add_parser("list", help="the key pairs in keys/ and which one encrypts")
+    _dirs(c, agents=False)
+
+    c = sub.add_parser("encrypt", help="encrypt plaintext secrets in place")
+    c.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    c.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also encrypt this dotted field (e.g. system_prompt); repeatable",
+    )
+    _dirs(c, agents=False)
+
+    c = sub.add_parser("decrypt", help="print a file with its secrets decrypted (stdout only)")
+    c.add_argument("file", type=Path, metavar="FILE")
+    _dirs(c, agents=False)
+
+    c = sub.add_parser("edit", help="edit a file decrypted in $VISUAL/$EDITOR, save it encrypted")
+    c.add_argument("file", type=Path, metavar="FILE")
+    _dirs(c, agents=False)
+
+    c = sub.add_parser("check", help="load, validate and decrypt every agent file; start nothing")
+    _dirs(c)
+
+    sub.add_parser("schema", help="print the JSON Schema of an agent file")
+    return p
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    agents_dir, keys_dir = root / "agents.d", root / "keys"
+    agents_dir.mkdir(parents=True, exist_ok=True)
+    example = agents_dir / "example.yaml"
+    if not any(agents_dir.glob("*.y*ml")):
+        example.write_text(files("voxbridge.config").joinpath("example.yaml").read_text("utf-8"))
+        print(f"✓ {example}: an example agent to edit or copy")
+    else:
+        print(f"· {agents_dir} has agent files already: left as they are")
+    write_atomic(agents_dir / SCHEMA_FILE, _schema_text())
+    ensure_keys_dir(keys_dir)
+    existing = public_keys(keys_dir)
+    if existing:
+        print(f"· {keys_dir} holds key {existing[-1].name} already: no new key made")
+    else:
+        key = generate_key_pair(keys_dir)
+        print(f"✓ {keys_dir}/{key.name}.pub: public key (id {key.key_id}), commit it")
+        print(f"✓ {keys_dir}/{key.name}.key: private key (0600, git-ignored), never share it")
+    print(
+        "Next: put a bot token or API key in an agent file, then run "
+        f"`voxbridge encrypt {agents_dir}/<id>.yaml` and `voxbridge check`."
+    )
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "generate":
+        key = generate_key_pair(args.keys_dir, args.name)
+        print(f"✓ {args.keys_dir}/{key.name}.pub and .key (id {key.key_id}): now the current key")
+        return 0
+    if args.keys_command == "list":
+        keyring = load_keyring(args.keys_dir)
+        keys = public_keys(args.keys_dir)
+        if not keys:
+            raise UsageError(f"no keys in {args.keys_dir}/: run `voxbridge keys generate`")
+        for key in keys:
+            mark = "*" if key is keys[-1] else " "
+            held = "private key held" if key.key_id in keyring.private else "public only"
+            print(f"{mark} {key.name}  id {key.key_id}  {held}")
+        return 0
+    return _rotate(args)
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    keyring = load_keyring(args.keys_dir)
+    private = X25519PrivateKey.generate()
+    name = args.name or default_key_name()
+    new = PublicKey(name, key_id(private.public_key()), private.public_key())
+    plan: list[tuple[Path, str, int]] = []
+    problems: list[Problem] = []
+    for path in agent_files(args.agents_dir):
+        try:
+            text = read_agent_text(path)
+            new_text, count = reencrypt_text(text, str(path), keyring, new)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if count:
+            plan.append((path, new_text, count))
+    if problems:
+        raise ConfigError(problems)  # nothing written yet: old keys and files stand
+    generate_key_pair(args.keys_dir, name, private)
+    for path, text, count in plan:
+        write_atomic(path, text)
+        print(f"🔄 {path}: {count} value(s) re-encrypted")
+    total = sum(c for _, _, c in plan)
+    print(f"✓ key {name} (id {new.key_id}) is current; {total} value(s) in {len(plan)} file(s)")
+    print("  Keep the old .key files while any host or branch still needs them; then delete them.")
+    return 0
+
+
+def _fields(raw: Sequence[str]) -> list[tuple[str, ...]]:
+    out = []
+    for item in raw:
+        parts = tuple(item.split("."))
+        if not all(parts):
+            raise UsageError(f"--field {item}: expected a dotted path such as llm.base_url")
+        out.append(parts)
+    return out
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    return path
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    fields = _fields(args.field)
+    public = current_public_key(args.keys_dir)
+    problems: list[Problem] = []
+    for path in args.files:
+        shown = str(_existing(path))
+        try:
+            text = read_agent_text(path, shown)
+            new_text, count = encrypt_text(text, shown, public, fields)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if count:
+            write_atomic(path, new_text)
+            print(f"🔒 {shown}: {count} value(s) encrypted for key {public.name} ({public.key_id})")
+        else:
+            print(f"· {shown}: nothing to encrypt")
+    if problems:
+        raise ConfigError(problems)
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    shown = str(_existing(args.file))
+    revealed = reveal_text(read_agent_text(args.file, shown), shown, load_keyring(args.keys_dir))
+    sys.stdout.write(revealed.text)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    agents_dir: Path = args.agents_dir
+    if not agents_dir.is_dir():
+        print(
+            f"voxbridge: {agents_dir}/ does not exist: run `voxbridge init` or pass --agents-dir",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
+    result = load_directory(agents_dir, load_keyring(args.keys_dir))
+    for problem in sorted(result.problems, key=lambda p: (p.file, p.line, p.column)):
+        print(problem)
+    if result.problems:
+        n, bad = len(result.problems), len(result.failed_files)
+        print(f"✗ {n} problem(s) in {bad} of {result.files} agent file(s) in {agents_dir}/")
+        return EX_CONFIG
+    plugins = sum(len(a.enabled_plugins) for a in result.agents.values())
+    count = len(result.agents)
+    print(f"✓ {count} agent(s) in {agents_dir}/ load cleanly ({plugins} enabled plugin(s))")
+    return 0
+
+
+def _schema_text() -> str:
+    return json.dumps(agent_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(_schema_text())
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    return edit_file(args.file, args.keys_dir)
+
+
+_COMMANDS = {
+    "init": cmd_init,
+    "keys": cmd_keys,
+    "encrypt": cmd_encrypt,
+    "decrypt": cmd_decrypt,
+    "edit": cmd_edit,
+    "check": cmd_check,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns (and, as a console script, exits with) its exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    except VoxbridgeError as exc:
+        print(f"voxbridge: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("voxbridge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"voxbridge: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1

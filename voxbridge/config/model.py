@@ -1,0 +1,150 @@
+"""The typed, frozen view of one loaded agent file.
+
+Values are immutable so the runtime can hand one to many actors and diff old against new with
+``==``. Decrypted values are :class:`~voxbridge.secrets.crypto.Secret`; any string field may hold
+one when its author chose to encrypt it (``voxbridge encrypt --field``), hence :data:`Text`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..secrets.crypto import Secret
+from .duration import parse_duration
+
+__all__ = ["Agent", "LLMConfig", "PluginConfig", "RestartPolicy", "Text", "freeze", "reveal"]
+
+Text = str | Secret
+
+
+def reveal(value: Text) -> str:
+    """The plain string of a field that may have been encrypted."""
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """Exponential backoff of an agent's actors: delays in seconds."""
+
+    initial: float = 1.0
+    factor: float = 2.0
+    max: float = 300.0
+    reset_after: float = 600.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RestartPolicy:
+        d = cls()
+        return cls(
+            initial=parse_duration(raw.get("initial", d.initial)),
+            factor=float(raw.get("factor", d.factor)),
+            max=parse_duration(raw.get("max", d.max)),
+            reset_after=parse_duration(raw.get("reset_after", d.reset_after)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LLMConfig:
+    """An OpenAI-compatible chat completions endpoint."""
+
+    base_url: Text
+    model: Text
+    api_key: Secret | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float = 60.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LLMConfig:
+        return cls(
+            base_url=raw["base_url"],
+            model=raw["model"],
+            api_key=raw.get("api_key"),
+            temperature=raw.get("temperature"),
+            max_tokens=raw.get("max_tokens"),
+            timeout=parse_duration(raw.get("timeout", 60.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    """One plugin section: its type, whether it runs, and its own settings (read-only, secrets
+    as Secret)."""
+
+    type: str
+    enabled: bool
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """One agent, as loaded from ``agents.d/<id>.yaml``."""
+
+    id: str
+    file: Path
+    name: str
+    description: Text = ""
+    default: bool = False
+    system_prompt: Text = ""
+    llm: LLMConfig | None = None
+    history: int = 10
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    plugins: Mapping[str, PluginConfig] = field(default_factory=lambda: MappingProxyType({}))
+    # Where top-level keys and plugin sections start (line, column), for messages about them.
+    # Not part of equality: moving a line is not a change of configuration.
+    locations: Mapping[str, tuple[int, int]] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+
+    def where(self, key: str) -> str:
+        """``file:line:col`` of a top-level key or ``plugins.<type>`` (the file if absent)."""
+        loc = self.locations.get(key)
+        return f"{self.file}:{loc[0]}:{loc[1]}" if loc else str(self.file)
+
+    @property
+    def enabled_plugins(self) -> tuple[str, ...]:
+        """The types of the plugins that should run, in file order."""
+        return tuple(t for t, p in self.plugins.items() if p.enabled)
+
+    @classmethod
+    def from_dict(
+        cls,
+        agent_id: str,
+        file: Path,
+        raw: Mapping[str, Any],
+        locations: Mapping[str, tuple[int, int]] | None = None,
+    ) -> Agent:
+        """Build from a validated, decrypted document."""
+        plugins = {
+            ptype: PluginConfig(
+                type=ptype,
+                enabled=bool(section.get("enabled", True)),
+                settings=freeze({k: v for k, v in section.items() if k != "enabled"}),
+            )
+            for ptype, section in raw.get("plugins", {}).items()
+        }
+        return cls(
+            id=agent_id,
+            file=file,
+            name=raw.get("name", agent_id),
+            description=raw.get("description", ""),
+            default=bool(raw.get("default", False)),
+            system_prompt=raw.get("system_prompt", ""),
+            llm=LLMConfig.from_dict(raw["llm"]) if "llm" in raw else None,
+            history=int(raw.get("history", 10)),
+            restart=RestartPolicy.from_dict(raw.get("restart", {})),
+            plugins=MappingProxyType(plugins),
+            locations=MappingProxyType(dict(locations or {})),
+        )

@@ -1,0 +1,82 @@
+"""The one JSON Schema of an agent file: the base shape plus each installed plugin's section.
+
+``voxbridge schema`` prints it, editors validate with it (through the yaml-language-server
+modeline), and the loader validates with it. Secret fields are the properties marked
+``"x-secret": true``; :func:`secret_paths` lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Mapping
+from importlib.resources import files
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from ..plugins.api import Plugin, installed_plugins
+
+__all__ = ["agent_schema", "secret_paths", "validator"]
+
+Path_ = tuple[str, ...]
+
+
+def _plugin_section(plugin: Plugin) -> dict[str, Any]:
+    section = copy.deepcopy(dict(plugin.schema))
+    section.setdefault("type", "object")
+    section.setdefault("description", plugin.summary)
+    props = section.setdefault("properties", {})
+    props["enabled"] = {
+        "description": "Run this plugin. Default: true.",
+        "type": "boolean",
+    }
+    # Required fields only bind an enabled plugin: `enabled: false` may leave them out.
+    required = section.pop("required", [])
+    if required:
+        section["if"] = {"properties": {"enabled": {"const": False}}, "required": ["enabled"]}
+        section["else"] = {"required": list(required)}
+    return section
+
+
+@functools.cache
+def _schema(plugins: tuple[Plugin, ...]) -> dict[str, Any]:
+    text = files("voxbridge.config").joinpath("agent.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    schema["properties"]["plugins"]["properties"] = {p.name: _plugin_section(p) for p in plugins}
+    return schema
+
+
+def agent_schema(plugins: Mapping[str, Plugin] | None = None) -> dict[str, Any]:
+    """The JSON Schema of an agent file with the given (default: installed) plugin types.
+
+    The result is shared: treat it as read-only.
+    """
+    chosen = installed_plugins() if plugins is None else plugins
+    return _schema(tuple(chosen.values()))
+
+
+@functools.cache
+def _validator(plugins: tuple[Plugin, ...]) -> Draft202012Validator:
+    return Draft202012Validator(_schema(plugins))
+
+
+def validator(plugins: Mapping[str, Plugin] | None = None) -> Draft202012Validator:
+    """A compiled validator for :func:`agent_schema`."""
+    chosen = installed_plugins() if plugins is None else plugins
+    return _validator(tuple(chosen.values()))
+
+
+def secret_paths(schema: Mapping[str, Any]) -> frozenset[Path_]:
+    """The dotted paths of every property marked ``"x-secret": true`` (objects only)."""
+    found: set[Path_] = set()
+
+    def walk(node: Mapping[str, Any], path: Path_) -> None:
+        if node.get("x-secret"):
+            found.add(path)
+        for name, sub in node.get("properties", {}).items():
+            walk(sub, (*path, name))
+
+    walk(schema, ())
+    return frozenset(found)

@@ -1,0 +1,64 @@
+"""Replace single scalar values in YAML text and leave every other byte alone.
+
+This is what keeps ``voxbridge encrypt`` diffs to exactly the secret lines: values are swapped at
+the character spans :mod:`~voxbridge.config.nodes` recorded, keeping each value's quoting style,
+comments and layout, instead of dumping the document again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+from yaml.resolver import Resolver
+
+from .nodes import Node
+
+__all__ = ["as_scalar", "replace_scalars", "token_scalar"]
+
+_SAFE_PLAIN = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./+=@:-]*$")
+_resolver: Any = Resolver()  # untyped in types-PyYAML
+
+
+def _stays_text(value: str) -> bool:
+    tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))
+    return tag == "tag:yaml.org,2002:str" and not value.endswith(":")
+
+
+def as_scalar(value: str, node: Node) -> str:
+    """YAML text for string ``value`` written where ``node`` stands: plain when the original was
+    plain and the value reads back as the same string, double-quoted otherwise."""
+    if node.style == "" and not node.flow and _SAFE_PLAIN.match(value) and _stays_text(value):
+        return value
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
+
+
+def token_scalar(token: str, node: Node) -> str:
+    """YAML text for an ``ENC[...]`` token replacing ``node``, in the node's quoting style.
+
+    A token is a valid plain scalar in block context; inside ``[...]``/``{...}`` its commas would
+    split it, so there it is quoted.
+    """
+    if node.style == "'":
+        return f"'{token}'"
+    if node.style == '"' or node.flow:
+        return f'"{token}"'
+    return token
+
+
+def replace_scalars(text: str, edits: Iterable[tuple[Node, str]]) -> str:
+    """``text`` with each node's span replaced by the given YAML scalar text.
+
+    A block scalar (``|``/``>``) spans its trailing line breaks; they are kept after the
+    replacement so the next key stays on its own line.
+    """
+    out = text
+    for node, new in sorted(edits, key=lambda e: e[0].start, reverse=True):
+        old = text[node.start : node.end]
+        if node.style in ("|", ">"):
+            new += old[len(old.rstrip("\n")) :]
+        out = out[: node.start] + new + out[node.end :]
+    return out

@@ -1,0 +1,95 @@
+"""The exceptions voxbridge raises, one flat tree under a single root.
+
+    VoxbridgeError                  exit 1 unless said otherwise
+    ├── UsageError                  exit 2   a command was called wrongly
+    ├── ConfigError                 exit 78  one or more problems in agent files (see Problem)
+    ├── KeysError                   exit 78  a key is missing, unreadable or malformed
+    │   └── KeyPermissionError      exit 77  a private key is readable by group or others
+    └── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
+
+Exit codes follow sysexits(3), as the command line promises (SPEC §5). Messages are meant for
+people: they name the file (and line and column where there is one), what was found, and what to
+do. They never contain a secret value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "DecryptError",
+    "KeyPermissionError",
+    "KeysError",
+    "Problem",
+    "UsageError",
+    "VoxbridgeError",
+]
+
+EX_USAGE = 2
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class VoxbridgeError(Exception):
+    """Root of every error voxbridge raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(VoxbridgeError):
+    """Raised when a command is called with arguments that cannot work (a missing file, say)."""
+
+    exit_code = EX_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one agent file, located as precisely as the file allows.
+
+    ``line`` and ``column`` are 1-based; 0 means "the file as a whole". ``path`` is the dotted
+    field path (``plugins.discord.bot_token``), empty for problems of the whole document.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column}"
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.message}"
+
+
+class ConfigError(VoxbridgeError):
+    """Raised when agent files do not load; carries every problem found, not just the first."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class KeysError(VoxbridgeError):
+    """Raised when a key file or key variable is missing, unreadable or not an X25519 key."""
+
+    exit_code = EX_CONFIG
+
+
+class KeyPermissionError(KeysError):
+    """Raised when a private key file can be read by group or others (refused, like ssh does)."""
+
+    exit_code = EX_NOPERM
+
+
+class DecryptError(VoxbridgeError):
+    """Raised when an ENC value cannot be opened: altered, truncated, moved to another field,
+    or sealed for a key this host does not hold. The message never includes the value."""
+
+    exit_code = EX_CONFIG

@@ -1,0 +1,31 @@
+"""The ``discord`` plugin type: a Discord bot answering as the agent."""
+
+from __future__ import annotations
+
+from .api import Plugin
+
+__all__ = ["PLUGIN"]
+
+PLUGIN = Plugin(
+    name="discord",
+    summary="A Discord bot that answers as this agent",
+    schema={
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "bot_token": {
+                "description": "The bot's token (Developer Portal → Bot → Reset Token).",
+                "type": "string",
+                "x-secret": True,
+            },
+            "channels": {
+                "description": "Channel ids where every message is answered while this agent is "
+                "the guild's active one; mentions and DMs are always answered.",
+                "type": "array",
+                "items": {"$ref": "#/$defs/snowflake"},
+                "uniqueItems": True,
+            },
+        },
+        "required": ["bot_token"],
+    },
+)
