@@ -195,10 +195,11 @@ def _existing(path: Path) -> Path:
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
     fields = _fields(args.field)
+    paths = [_existing(path) for path in args.files]
     public = current_public_key(args.keys_dir)
     problems: list[Problem] = []
-    for path in args.files:
-        shown = str(_existing(path))
+    for path in paths:
+        shown = str(path)
         try:
             text = read_agent_text(path, shown)
             new_text, count = encrypt_text(text, shown, public, fields)

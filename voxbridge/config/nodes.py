@@ -133,6 +133,8 @@ def _scalar_value(event: Any) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
         tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == "tag:yaml.org,2002:merge":
+        raise _Fail(*_at(event), "merge keys (<<) are not supported: write the keys out")
     if tag not in _SCALAR_TAGS:
         raise _Fail(*_at(event), f"the YAML tag {tag} is not supported here; remove it")
     if tag in (_STR, "tag:yaml.org,2002:timestamp"):
@@ -231,8 +233,6 @@ def _compose(text: str) -> Node:
                         node.column,
                         f"duplicate key '{node.value}' (first at line {k.line}); keep one",
                     )
-            if node.value == "<<":
-                raise _Fail(node.line, node.column, "merge keys (<<) are not supported")
             pending_key[-1] = node
         else:
             parent.items.append((key, node))

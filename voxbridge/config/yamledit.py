@@ -33,7 +33,20 @@ def as_scalar(value: str, node: Node) -> str:
     plain and the value reads back as the same string, double-quoted otherwise."""
     if node.style == "" and not node.flow and _SAFE_PLAIN.match(value) and _stays_text(value):
         return value
-    return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
+    return _double_quoted(value)
+
+
+# Characters YAML does not allow raw in a stream, plus the ones YAML 1.1 reads as line breaks.
+_UNPRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+    "|[\u2028\u2029]"
+)
+
+
+def _double_quoted(value: str) -> str:
+    """A YAML double-quoted scalar for any string (JSON's escapes are valid YAML escapes)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def token_scalar(token: str, node: Node) -> str:

@@ -141,6 +141,8 @@ def open_token(token: str, private_keys: dict[str, X25519PrivateKey], field: str
         )
     try:
         blob = base64.urlsafe_b64decode(parsed.payload + "=" * (-len(parsed.payload) % 4))
+        if base64.urlsafe_b64encode(blob).rstrip(b"=").decode() != parsed.payload:
+            raise ValueError("non-canonical base64: a character of the payload was changed")
         return Secret(_SUITE.decrypt(blob, key, _info(field)).decode())
     except (InvalidTag, ValueError, binascii.Error, UnicodeDecodeError):
         raise DecryptError(
