@@ -35,9 +35,9 @@ from .schema import agent_schema, secret_paths, validator
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "AgentIndex",
     "DirectoryLoad",
     "agent_files",
-    "cross_check",
     "is_agent_file",
     "load_agent_file",
     "load_directory",
@@ -215,7 +215,7 @@ class _Checker:
             if not secret and not isinstance(inst, dict | list):
                 msg += f" ({_shown(inst, secret)})"
         elif v == "anyOf":
-            what = str(sch.get("description", "another kind of value")).rstrip(".")
+            what = str(sch.get("x-expected") or "another kind of value").rstrip(".")
             what = what[0].lower() + what[1:]
             msg = f"expected {what}; found {_shown(inst, secret)}"
         elif v == "enum":
@@ -363,39 +363,65 @@ class DirectoryLoad:
         return sorted({p.file for p in self.problems})
 
 
-def cross_check(agent: Agent, others: Iterable[Agent]) -> list[Problem]:
-    """Rules between files: ``agent`` may not reuse a name or be a second ``default: true``."""
+class AgentIndex:
+    """The agents accepted so far, indexed for the rules between files (O(1) per check)."""
 
-    def problem(key: str, message: str) -> Problem:
-        line, col = agent.locations.get(key, (0, 0))
-        return Problem(str(agent.file), line, col, key, message)
+    def __init__(self, agents: Iterable[Agent] = ()) -> None:
+        self.by_id: dict[str, Agent] = {}
+        self._by_name: dict[str, Agent] = {}
+        self._defaults: dict[str, Agent] = {}
+        for agent in agents:
+            self.add(agent)
 
-    problems = []
-    for other in others:
-        if other.id == agent.id:
-            continue
-        if other.name.casefold() == agent.name.casefold():
+    def add(self, agent: Agent) -> None:
+        """Accept ``agent``, replacing the agent of the same id."""
+        self.remove(agent.id)
+        self.by_id[agent.id] = agent
+        self._by_name.setdefault(agent.name.casefold(), agent)
+        if agent.default:
+            self._defaults[agent.id] = agent
+
+    def remove(self, agent_id: str) -> None:
+        old = self.by_id.pop(agent_id, None)
+        if old is None:
+            return
+        self._defaults.pop(agent_id, None)
+        if self._by_name.get(old.name.casefold()) is old:
+            del self._by_name[old.name.casefold()]
+
+    def conflicts(self, agent: Agent) -> list[Problem]:
+        """Why ``agent`` may not join: a name in use (ignoring case) or a second default."""
+
+        def problem(key: str, message: str) -> Problem:
+            line, col = agent.locations.get(key, (0, 0))
+            return Problem(str(agent.file), line, col, key, message)
+
+        problems = []
+        same = self._by_name.get(agent.name.casefold())
+        if same is not None and same.id != agent.id:
             problems.append(
                 problem(
                     "name",
-                    f"name '{agent.name}' is already used by {other.where('name')}; agent names "
+                    f"name '{agent.name}' is already used by {same.where('name')}; agent names "
                     "must be unique (ignoring case)",
                 )
             )
-        if agent.default and other.default:
-            problems.append(
-                problem(
-                    "default",
-                    f"{other.where('default')} is the default agent already; at most one agent "
-                    "says default: true",
+        if agent.default:
+            other = next((a for a in self._defaults.values() if a.id != agent.id), None)
+            if other is not None:
+                problems.append(
+                    problem(
+                        "default",
+                        f"{other.where('default')} is the default agent already; at most one "
+                        "agent says default: true",
+                    )
                 )
-            )
-    return problems
+        return problems
 
 
 def load_directory(agents_dir: Path, keyring: Keyring) -> DirectoryLoad:
     """Load every agent file in ``agents_dir``; a broken file never stops the others."""
-    agents: dict[str, Agent] = {}
+    index = AgentIndex()
     problems: list[Problem] = []
     paths = agent_files(agents_dir)
     by_id: dict[str, Path] = {}
@@ -417,9 +443,9 @@ def load_directory(agents_dir: Path, keyring: Keyring) -> DirectoryLoad:
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        clash = cross_check(agent, agents.values())
+        clash = index.conflicts(agent)
         if clash:
             problems.extend(clash)
             continue
-        agents[agent.id] = agent
-    return DirectoryLoad(agents, problems, len(paths))
+        index.add(agent)
+    return DirectoryLoad(index.by_id, problems, len(paths))
