@@ -18,6 +18,7 @@ def test_public_api_is_curated() -> None:
         "Secret",
         "UsageError",
         "VoxbridgeError",
+        "WriteError",
         "__version__",
         "agent_schema",
         "installed_plugins",

@@ -16,6 +16,7 @@ from .errors import (
     Problem,
     UsageError,
     VoxbridgeError,
+    WriteError,
 )
 from .plugins.api import Plugin, installed_plugins
 from .secrets.crypto import Secret
@@ -37,6 +38,7 @@ __all__ = [
     "Secret",
     "UsageError",
     "VoxbridgeError",
+    "WriteError",
     "__version__",
     "agent_schema",
     "installed_plugins",

@@ -8,6 +8,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from .errors import WriteError
+
 __all__ = ["write_atomic"]
 
 
@@ -19,12 +21,21 @@ def write_atomic(path: Path, text: str) -> None:
     file's permission bits are kept. The temp file is hidden, so the watcher ignores it.
 
     Raises:
-        OSError: the directory is not writable or the disk is full.
+        WriteError: the directory is not writable or the disk is full.
     """
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         mode = 0o644
+    try:
+        _replace(path, text, mode)
+    except OSError as exc:
+        raise WriteError(
+            f"{path}: cannot write ({exc.strerror or exc}); the file is unchanged"
+        ) from None
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:

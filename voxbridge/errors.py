@@ -5,7 +5,8 @@
     ├── ConfigError                 exit 78  one or more problems in agent files (see Problem)
     ├── KeysError                   exit 78  a key is missing, unreadable or malformed
     │   └── KeyPermissionError      exit 77  a private key is readable by group or others
-    └── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
+    ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
+    └── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
 
 Exit codes follow sysexits(3), as the command line promises (SPEC §5). Messages are meant for
 people: they name the file (and line and column where there is one), what was found, and what to
@@ -25,6 +26,7 @@ __all__ = [
     "Problem",
     "UsageError",
     "VoxbridgeError",
+    "WriteError",
 ]
 
 EX_USAGE = 2
@@ -93,3 +95,8 @@ class DecryptError(VoxbridgeError):
     or sealed for a key this host does not hold. The message never includes the value."""
 
     exit_code = EX_CONFIG
+
+
+class WriteError(VoxbridgeError):
+    """Raised when a file cannot be replaced (disk full, read-only directory); the original
+    file is left exactly as it was."""
