@@ -132,10 +132,7 @@ def test_check_reports_every_problem_in_every_file(project: Path, cli: CliRunner
 def test_check_without_agents_dir(cli: CliRunner) -> None:
     r = cli("check")
     assert r.returncode == 78
-    assert (
-        r.stderr == "voxbridge: agents.d/ does not exist: run `voxbridge init` or pass "
-        "--agents-dir\n"
-    )
+    assert r.stderr == "agents.d: no such directory: run `voxbridge init` or pass --agents-dir\n"
 
 
 def test_open_private_key_exits_77(project: Path, cli: CliRunner) -> None:

@@ -150,6 +150,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    _agents_dir(args.agents_dir)
+    if not public_keys(args.keys_dir):
+        raise UsageError(
+            f"no key pair in {args.keys_dir}/ to rotate: run `voxbridge keys generate`"
+        )
     keyring = load_keyring(args.keys_dir)
     private = X25519PrivateKey.generate()
     name = args.name or default_key_name()
@@ -189,7 +194,15 @@ def _fields(raw: Sequence[str]) -> list[tuple[str, ...]]:
 
 def _existing(path: Path) -> Path:
     if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+        raise UsageError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+    return path
+
+
+def _agents_dir(path: Path) -> Path:
+    if not path.is_dir():
+        what = "not a directory" if path.exists() else "no such directory"
+        hint = f"{what}: run `voxbridge init` or pass --agents-dir"
+        raise ConfigError([Problem(str(path), 0, 0, "", hint)])
     return path
 
 
@@ -224,13 +237,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    agents_dir: Path = args.agents_dir
-    if not agents_dir.is_dir():
-        print(
-            f"voxbridge: {agents_dir}/ does not exist: run `voxbridge init` or pass --agents-dir",
-            file=sys.stderr,
-        )
-        return EX_CONFIG
+    agents_dir = _agents_dir(args.agents_dir)
     result = load_directory(agents_dir, load_keyring(args.keys_dir))
     for problem in sorted(result.problems, key=lambda p: (p.file, p.line, p.column)):
         print(problem)
