@@ -17,10 +17,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import __version__
 from .atomicfile import write_atomic
+from .config.duration import parse_duration
 from .config.load import agent_files, load_directory, read_agent_text
 from .config.schema import agent_schema
 from .editor import edit_file
 from .errors import EX_CONFIG, ConfigError, Problem, UsageError, VoxbridgeError
+from .logs import setup_logging
+from .runtime.shard import Shard
 from .secrets.crypto import key_id
 from .secrets.inplace import encrypt_text, reencrypt_text, reveal_text
 from .secrets.keys import (
@@ -102,7 +105,73 @@ def _parser() -> argparse.ArgumentParser:
     _dirs(c)
 
     sub.add_parser("schema", help="print the JSON Schema of an agent file")
+
+    c = sub.add_parser("run", help="run every agent's plugins in the foreground")
+    _dirs(c)
+    c.add_argument(
+        "--listen",
+        default="127.0.0.1:4900",
+        metavar="HOST:PORT",
+        help="status server address, or 'none' (default: 127.0.0.1:4900)",
+    )
+    c.add_argument(
+        "--api-token",
+        metavar="TOKEN",
+        help="bearer token the status server requires (needed off loopback)",
+    )
+    c.add_argument("--log-format", choices=("text", "json"), default="text")
+    c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    c.add_argument(
+        "--default-agent-ttl",
+        type=_duration,
+        default=300.0,
+        metavar="DURATION",
+        help="how long the default agent is cached (default: 300s)",
+    )
+    c.add_argument(
+        "--poll", action="store_true", help="poll for file changes (filesystems without inotify)"
+    )
+    c.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        metavar="I/N",
+        help="run only the agents replica I of N owns (rendezvous hashing)",
+    )
+    c.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".voxbridge"),
+        metavar="DIR",
+        help="runtime state such as per-guild selections (default: .voxbridge)",
+    )
+    c.add_argument(
+        "--discord-api-base",
+        metavar="URL",
+        help="a Discord-compatible API instead of https://discord.com/api/v10",
+    )
+    c.add_argument(
+        "--grace",
+        type=_duration,
+        default=5.0,
+        metavar="DURATION",
+        help="how long a stopping actor may take to clean up (default: 5s)",
+    )
     return p
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -264,6 +333,46 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return edit_file(args.file, args.keys_dir)
 
 
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    listen = None if args.listen.lower() == "none" else args.listen
+    if listen is not None:
+        host = listen.rsplit(":", 1)[0]
+        if not host.startswith(_LOOPBACK) and not args.api_token:
+            raise UsageError(
+                f"--listen {listen} is reachable from other hosts: pass --api-token TOKEN "
+                "(clients send it as Authorization: Bearer), or listen on 127.0.0.1"
+            )
+    if state_inside(args.state_dir, args.agents_dir):
+        raise UsageError(f"--state-dir {args.state_dir} must not be inside {args.agents_dir}")
+    from .runtime.run import RunOptions, run  # trio and friends: only for this command
+
+    setup_logging(args.log_format, args.log_level)
+    options = RunOptions(
+        agents_dir=args.agents_dir,
+        keys_dir=args.keys_dir,
+        listen=listen,
+        api_token=args.api_token,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        default_agent_ttl=args.default_agent_ttl,
+        poll=args.poll,
+        shard=args.shard,
+        state_dir=args.state_dir,
+        discord_api_base=args.discord_api_base,
+        grace=args.grace,
+    )
+    return run(options)
+
+
+def state_inside(state_dir: Path, agents_dir: Path) -> bool:
+    """Whether the state directory would sit inside agents.d (where it does not belong)."""
+    state, agents = state_dir.resolve(), agents_dir.resolve()
+    return state == agents or agents in state.parents
+
+
 _COMMANDS = {
     "init": cmd_init,
     "keys": cmd_keys,
@@ -272,6 +381,7 @@ _COMMANDS = {
     "edit": cmd_edit,
     "check": cmd_check,
     "schema": cmd_schema,
+    "run": cmd_run,
 }
 
 

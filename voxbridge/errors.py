@@ -6,7 +6,8 @@
     ├── KeysError                   exit 78  a key is missing, unreadable or malformed
     │   └── KeyPermissionError      exit 77  a private key is readable by group or others
     ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
-    └── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
+    ├── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
+    └── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
 
 Exit codes follow sysexits(3), as the command line promises (SPEC §5). Messages are meant for
 people: they name the file (and line and column where there is one), what was found, and what to
@@ -23,6 +24,7 @@ __all__ = [
     "DecryptError",
     "KeyPermissionError",
     "KeysError",
+    "PermanentFailure",
     "Problem",
     "UsageError",
     "VoxbridgeError",
@@ -100,3 +102,9 @@ class DecryptError(VoxbridgeError):
 class WriteError(VoxbridgeError):
     """Raised when a file cannot be replaced (disk full, read-only directory); the original
     file is left exactly as it was."""
+
+
+class PermanentFailure(VoxbridgeError):
+    """Raised by a plugin actor for a failure that retrying cannot fix (an invalid token, a
+    configuration the service refuses). The supervisor parks the actor in ``failed`` without
+    retrying until the agent's file changes. The message is shown to operators: no secrets."""

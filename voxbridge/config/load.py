@@ -370,6 +370,7 @@ class AgentIndex:
         self.by_id: dict[str, Agent] = {}
         self._by_name: dict[str, Agent] = {}
         self._defaults: dict[str, Agent] = {}
+        self._with_plugin: dict[str, set[str]] = {}
         for agent in agents:
             self.add(agent)
 
@@ -380,6 +381,8 @@ class AgentIndex:
         self._by_name.setdefault(agent.name.casefold(), agent)
         if agent.default:
             self._defaults[agent.id] = agent
+        for plugin in agent.enabled_plugins:
+            self._with_plugin.setdefault(plugin, set()).add(agent.id)
 
     def remove(self, agent_id: str) -> None:
         old = self.by_id.pop(agent_id, None)
@@ -388,6 +391,24 @@ class AgentIndex:
         self._defaults.pop(agent_id, None)
         if self._by_name.get(old.name.casefold()) is old:
             del self._by_name[old.name.casefold()]
+        for plugin in old.enabled_plugins:
+            self._with_plugin[plugin].discard(agent_id)
+
+    def get(self, agent_id: str) -> Agent | None:
+        return self.by_id.get(agent_id)
+
+    def by_name(self, name: str) -> Agent | None:
+        """The agent called ``name``, ignoring case."""
+        return self._by_name.get(name.casefold())
+
+    def flagged_default(self) -> str | None:
+        """The id of the agent that says ``default: true`` (the first by id if, against the
+        rules, several do)."""
+        return min(self._defaults, default=None)
+
+    def first_with_plugin(self, plugin: str) -> str | None:
+        """The smallest id among agents that enable ``plugin``."""
+        return min(self._with_plugin.get(plugin, ()), default=None)
 
     def conflicts(self, agent: Agent) -> list[Problem]:
         """Why ``agent`` may not join: a name in use (ignoring case) or a second default."""

@@ -9,19 +9,93 @@ group, so any installed package can add one::
 Its ``schema`` is the JSON Schema of its section in an agent file (``plugins.<name>``); voxbridge
 adds the ``enabled`` switch. A property marked ``"x-secret": true`` is a secret: it must hold an
 ``ENC[...]`` value, and once decrypted it is a :class:`voxbridge.Secret`.
+
+Its ``actor`` is ``async def run(ctx, *, task_status)``: one runs per agent that enables the
+plugin. It calls ``task_status.started()`` once it is really serving, then never returns. It
+raises :class:`~voxbridge.errors.PermanentFailure` for what retrying cannot fix and anything else
+for what it can; the supervisor restarts it with backoff. See docs/plugins.md.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ENTRY_POINT_GROUP", "Plugin", "installed_plugins"]
+import trio
+
+from ..config.model import Agent, PluginConfig
+
+__all__ = ["ENTRY_POINT_GROUP", "Actor", "Context", "Fleet", "Plugin", "installed_plugins"]
+
+
+class Fleet(Protocol):
+    """What an actor may ask of the runtime about the whole fleet."""
+
+    def agents(self) -> Mapping[str, Agent]:
+        """Every loaded agent by id (read-only)."""
+        ...
+
+    def default_agent_id(self) -> str | None:
+        """The default agent (cached with a TTL)."""
+        ...
+
+    def active_agent_id(self, guild_id: int) -> str | None:
+        """The agent that answers ambient messages in a guild: its selection, else the default."""
+        ...
+
+    def select(self, guild_id: int, agent_id: str) -> None:
+        """Make ``agent_id`` the guild's active agent (persisted across restarts)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    """What an actor gets: who it is, its configuration (live), a bound logger, the fleet.
+
+    ``config`` is this plugin's section as the actor was started with (a change to it restarts
+    the actor). ``agent`` is read at every access, so edits to the prompt, llm or history reach a
+    running actor without a restart.
+    """
+
+    agent_id: str
+    plugin: str
+    config: PluginConfig
+    log: logging.LoggerAdapter[logging.Logger]
+    fleet: Fleet
+    state_dir: Path
+    grace: float
+    options: Mapping[str, Any]
+    _agent: Callable[[], Agent]
+    _note: Callable[[str | None], None]
+    _count: Callable[[str, int], None]
+
+    @property
+    def agent(self) -> Agent:
+        """The agent's current configuration."""
+        return self._agent()
+
+    def note(self, detail: str | None) -> None:
+        """Show a health note beside the actor's state (never a secret)."""
+        self._note(detail)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to one of this actor's counters (exported as metrics)."""
+        self._count(name, n)
+
+    def cleanup_scope(self) -> trio.CancelScope:
+        """A shielded scope for clean-up after cancellation, bounded by the grace period."""
+        return trio.CancelScope(deadline=trio.current_time() + self.grace, shield=True)
+
+
+Actor = Callable[..., Awaitable[None]]  # async def run(ctx: Context, *, task_status) -> None
 
 ENTRY_POINT_GROUP = "voxbridge.plugins"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -30,16 +104,27 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # eq=False: plugins are singletons compared by identity, which also makes them hashable.
 @dataclass(frozen=True, slots=True, eq=False)
 class Plugin:
-    """A plugin type: its name (the key under ``plugins:``), a one-line summary and the JSON
-    Schema of its section (an object schema; ``enabled`` is added by voxbridge)."""
+    """A plugin type: its name (the key under ``plugins:``), a one-line summary, the JSON
+    Schema of its section (an object schema; ``enabled`` is added by voxbridge) and its actor,
+    as a function or as ``"module:function"`` imported on first use (so ``voxbridge check``
+    never imports a plugin's heavy dependencies)."""
 
     name: str
     summary: str
     schema: Mapping[str, Any] = field(default_factory=dict)
+    actor: Actor | str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"plugin name {self.name!r} must match {_NAME.pattern}")
+
+    def load_actor(self) -> Actor | None:
+        """The actor function, importing it if it was given by name."""
+        if not isinstance(self.actor, str):
+            return self.actor
+        module, _, attr = self.actor.partition(":")
+        fn: Actor = getattr(importlib.import_module(module), attr)
+        return fn
 
 
 def _builtin() -> dict[str, Plugin]:

@@ -1,0 +1,1 @@
+"""The runtime: supervised plugin actors, the reconciler, the watcher and ``voxbridge run``."""

@@ -1,0 +1,306 @@
+"""Files on disk (desired) against actors running (actual): the only writer of the agent index.
+
+For each changed path the reconciler looks at what is on disk *now* — the watcher's event type
+is not trusted, atomic saves arrive as add/delete pairs — and then:
+
+* unchanged content: nothing;
+* a file that does not load: its last good version keeps running, the error is reported;
+* a good file: per-plugin diff — unchanged sections keep running (they see the new prompt, llm
+  and history through ``ctx.agent``), changed ones restart, removed or disabled ones stop, new
+  ones start, parked (failed) ones get another chance;
+* a missing file: its actors stop.
+
+Every applied change clears the default-agent cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ..config.load import AgentIndex, agent_files, is_agent_file, parse_agent, read_agent_text
+from ..config.model import Agent
+from ..errors import ConfigError, Problem
+from ..plugins.api import Plugin
+from ..secrets.keys import Keyring
+from .default_agent import DefaultAgent
+from .state import ActorState, StateTable
+from .supervisor import ActorSpec, Supervisor
+
+__all__ = ["Outcome", "Reconciler"]
+
+log = logging.getLogger("voxbridge.reconciler")
+
+Outcome = str  # "ignored" | "unchanged" | "loaded" | "updated" | "error" | "removed" | "absent"
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    digest: bytes
+    agent_id: str | None  # the agent this file provides (None while it never loaded)
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    digest: bytes
+    agent: Agent | None
+    problems: tuple[Problem, ...]
+    vanished: bool = False
+
+
+class Reconciler:
+    """Applies file changes in ``agents_dir`` to the index and the supervisor, one at a time."""
+
+    def __init__(
+        self,
+        agents_dir: Path,
+        keyring: Callable[[], Keyring],
+        index: AgentIndex,
+        supervisor: Supervisor,
+        table: StateTable,
+        default_agent: DefaultAgent,
+        spec_for: Callable[[Agent, str], ActorSpec],
+        *,
+        owns: Callable[[str], bool] = lambda _id: True,
+        plugins: Mapping[str, Plugin] | None = None,
+    ) -> None:
+        self.agents_dir = agents_dir
+        self._keyring = keyring
+        self._index = index
+        self._supervisor = supervisor
+        self._table = table
+        self._default = default_agent
+        self._spec_for = spec_for
+        self._owns = owns
+        self._plugins = plugins
+        self._files: dict[Path, _File] = {}
+        self._path_of: dict[str, Path] = {}
+        self._conflicted: set[Path] = set()
+        self._lock = trio.Lock()
+        self._closed = False
+        self.applied = 0  # changes applied (loads, updates, removals)
+
+    def close(self) -> None:
+        """Apply nothing more: the runtime is shutting down."""
+        self._closed = True
+
+    # --- entry points --------------------------------------------------------------------------
+
+    async def rescan(self, *, force: bool = False) -> None:
+        """Apply every file on disk and every file known (so deletions are seen too).
+
+        ``force`` re-reads files whose content did not change (SIGHUP: keys may have changed).
+        Files are read and decrypted in a worker thread; actors all start at once.
+        """
+        paths = sorted(set(agent_files(self.agents_dir)) | set(self._files))
+        reads = await trio.to_thread.run_sync(lambda: [self._read(p) for p in paths])
+        async with self._lock:
+            applied = self.applied
+            for path, read in zip(paths, reads, strict=True):
+                await self._apply(path, read, force=force)
+            await self._retry_conflicts(applied)
+
+    async def apply_paths(self, paths: Iterable[Path]) -> list[Outcome]:
+        """Apply the current content of each path (a watcher batch)."""
+        outcomes: list[Outcome] = []
+        async with self._lock:
+            applied = self.applied
+            for path in paths:
+                if self._closed:
+                    break
+                if path.parent != self.agents_dir or not is_agent_file(path.name):
+                    outcomes.append("ignored")
+                    continue
+                outcomes.append(await self._apply(path, self._read(path)))
+            await self._retry_conflicts(applied)
+        return outcomes
+
+    def file_of(self, agent_id: str) -> Path | None:
+        return self._path_of.get(agent_id)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _read(self, path: Path) -> _Read:
+        if not os.path.lexists(path):
+            return _Read(b"", None, (), vanished=True)
+        try:
+            text = read_agent_text(path)
+        except ConfigError as exc:
+            if not os.path.lexists(path):  # removed while we read it
+                return _Read(b"", None, (), vanished=True)
+            return _Read(hashlib.blake2b(repr(exc.problems).encode()).digest(), None, exc.problems)
+        digest = hashlib.blake2b(text.encode()).digest()
+        try:
+            agent = parse_agent(text, str(path), path.stem, self._keyring(), plugins=self._plugins)
+        except ConfigError as exc:
+            return _Read(digest, None, exc.problems)
+        return _Read(digest, agent, ())
+
+    # --- applying ------------------------------------------------------------------------------
+
+    async def _apply(self, path: Path, read: _Read, *, force: bool = False) -> Outcome:
+        if read.vanished:
+            return await self._unload(path)
+        known = self._files.get(path)
+        if known is not None and known.digest == read.digest and not force:
+            return "unchanged"
+        if read.agent is None:
+            return self._reject(path, read.digest, read.problems)
+        agent = read.agent
+        owner = self._path_of.get(agent.id)
+        if owner is not None and owner != path:
+            problem = Problem(
+                str(path),
+                0,
+                0,
+                "",
+                f"agent id '{agent.id}' is also defined by {owner}; keep one file",
+            )
+            return self._reject(path, read.digest, (problem,), conflict=True)
+        conflicts = self._index.conflicts(agent)
+        if conflicts:
+            return self._reject(path, read.digest, tuple(conflicts), conflict=True)
+        old = self._index.get(agent.id)
+        if old == agent and known is not None and not known.problems:
+            self._index.add(agent)  # same configuration (a comment or layout changed)
+            self._files[path] = _File(read.digest, agent.id)
+            await self._retry_parked(agent)
+            return "unchanged"
+        await self._switch(old, agent)
+        self._files[path] = _File(read.digest, agent.id)
+        self._path_of[agent.id] = path
+        self._conflicted.discard(path)
+        self._table.set_problems(str(path), ())
+        self._table.publish("agent.loaded", {"agent": agent.id, "file": str(path)})
+        self._changed()
+        return "updated" if old is not None else "loaded"
+
+    def _reject(
+        self, path: Path, digest: bytes, problems: tuple[Problem, ...], *, conflict: bool = False
+    ) -> Outcome:
+        known = self._files.get(path)
+        agent_id = known.agent_id if known else None
+        self._files[path] = _File(digest, agent_id, problems)
+        if conflict:
+            self._conflicted.add(path)
+        self._table.set_problems(str(path), problems)
+        fields = {"agent": agent_id or path.stem}
+        for problem in problems:
+            log.error("❌ %s", problem, extra=fields)
+        if agent_id is not None and self._path_of.get(agent_id) == path:
+            log.warning(
+                "⚠️ %s: keeping the last good version of '%s' running", path, agent_id, extra=fields
+            )
+        self._table.publish(
+            "agent.error",
+            {
+                "agent": agent_id or path.stem,
+                "file": str(path),
+                "problems": [str(p) for p in problems],
+            },
+        )
+        return "error"
+
+    async def _unload(self, path: Path) -> Outcome:
+        known = self._files.pop(path, None)
+        self._conflicted.discard(path)
+        self._table.set_problems(str(path), ())
+        if known is None:
+            return "absent"
+        agent_id = known.agent_id
+        if agent_id is None or self._path_of.get(agent_id) != path:
+            self._table.publish(
+                "agent.removed", {"agent": agent_id or path.stem, "file": str(path)}
+            )
+            return "removed"
+        old = self._index.get(agent_id)
+        await self._switch(old, None)
+        self._index.remove(agent_id)
+        del self._path_of[agent_id]
+        log.info("🛑 Removed agent '%s' (%s deleted)", agent_id, path, extra={"agent": agent_id})
+        self._table.publish("agent.removed", {"agent": agent_id, "file": str(path)})
+        self._changed()
+        return "removed"
+
+    def _running_plugins(self, agent: Agent | None) -> dict[str, object]:
+        if agent is None or not self._owns(agent.id):
+            return {}
+        return {t: agent.plugins[t] for t in agent.enabled_plugins}
+
+    async def _switch(self, old: Agent | None, new: Agent | None) -> None:
+        """Move the actors of one agent from ``old`` to ``new`` (either may be None)."""
+        agent_id = (new or old).id  # type: ignore[union-attr]
+        before, after = self._running_plugins(old), self._running_plugins(new)
+        stop = [t for t in before if t not in after]
+        restart = [
+            t
+            for t in before
+            if t in after and (before[t] != after[t] or self._is_parked((agent_id, t)))
+        ]
+        start = [t for t in after if t not in before]
+        await self._supervisor.stop_many((agent_id, t) for t in (*stop, *restart))
+        for t in stop:
+            self._table.forget((agent_id, t))
+        if new is not None:
+            self._index.add(new)  # before starting: new actors read the new configuration
+            for t in (*restart, *start):
+                self._supervisor.start(self._spec_for(new, t))
+            kept = [t for t in after if t not in restart and t not in start]
+            fields = {"agent": agent_id}
+            if old is None:
+                log.info(
+                    "✅ Loaded agent '%s' (%s) from %s%s",
+                    agent_id,
+                    new.name,
+                    new.file,
+                    f": starting {', '.join(start)}" if start else "",
+                    extra=fields,
+                )
+            else:
+                parts = [
+                    f"{verb} {', '.join(ts)}"
+                    for verb, ts in (
+                        ("restarting", restart),
+                        ("starting", start),
+                        ("stopped", stop),
+                        ("kept", kept),
+                    )
+                    if ts
+                ]
+                log.info(
+                    "🔄 Updated agent '%s'%s",
+                    agent_id,
+                    f": {'; '.join(parts)}" if parts else "",
+                    extra=fields,
+                )
+
+    def _is_parked(self, key: tuple[str, str]) -> bool:
+        status = self._table.get(key)
+        return status is not None and status.state == ActorState.FAILED
+
+    async def _retry_parked(self, agent: Agent) -> None:
+        """A changed file gives its parked actors another chance, even if their section is
+        unchanged (the fix may have been elsewhere, a key in keys/, say)."""
+        parked = [t for t in self._running_plugins(agent) if self._is_parked((agent.id, t))]
+        await self._supervisor.stop_many((agent.id, t) for t in parked)
+        for t in parked:
+            self._supervisor.start(self._spec_for(agent, t))
+
+    async def _retry_conflicts(self, applied_before: int) -> None:
+        """Files refused for a clash with another file may load once something changed."""
+        if self.applied == applied_before:
+            return
+        for path in sorted(self._conflicted):
+            self._conflicted.discard(path)
+            await self._apply(path, self._read(path), force=True)
+
+    def _changed(self) -> None:
+        self.applied += 1
+        self._default.invalidate()

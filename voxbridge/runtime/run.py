@@ -1,0 +1,294 @@
+"""``voxbridge run``: the nursery tree that holds everything, and its signals.
+
+    run (signals: INT/TERM stop, HUP rescans)
+    └── serve
+        ├── monitor               process CPU/RSS, scheduling lag
+        ├── watcher               agents.d → reconciler batches
+        ├── start-up summary      once every actor is ready or failed its first attempt
+        └── actors                one supervised task per enabled plugin of every agent
+
+Data flows one way: files → loader → reconciler → supervisor → actors; readers (logs, the status
+server) look at the state table.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from ..config.load import AgentIndex
+from ..config.model import Agent
+from ..errors import ConfigError, PermanentFailure, Problem, VoxbridgeError
+from ..logs import actor_logger
+from ..plugins.api import Actor, Context, Plugin, installed_plugins
+from ..secrets.keys import Keyring, load_keyring
+from .default_agent import DefaultAgent, Selections
+from .monitor import Monitor
+from .reconciler import Reconciler
+from .shard import Shard
+from .state import ActorKey, ActorState, StateTable
+from .supervisor import ActorSpec, Supervisor
+from .watcher import watch
+
+__all__ = ["RunOptions", "Runtime", "run", "serve"]
+
+log = logging.getLogger("voxbridge.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``voxbridge run`` can be told (SPEC §5)."""
+
+    agents_dir: Path = Path("agents.d")
+    keys_dir: Path = Path("keys")
+    listen: str | None = "127.0.0.1:4900"
+    api_token: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    default_agent_ttl: float = 300.0
+    poll: bool = False
+    shard: Shard = field(default_factory=Shard)
+    state_dir: Path = Path(".voxbridge")
+    discord_api_base: str | None = None
+    grace: float = 5.0
+    summary_timeout: float = 60.0
+
+
+def _unimportable(plugin: str, error: str) -> Actor:
+    async def actor(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+        raise PermanentFailure(f"the {plugin} plugin cannot be loaded: {error}")
+
+    return actor
+
+
+class Runtime:
+    """The running fleet: what plugins' contexts call (the :class:`~voxbridge.plugins.api.Fleet`
+    protocol) and what the status server reads."""
+
+    def __init__(
+        self, options: RunOptions, nursery: trio.Nursery, plugins: Mapping[str, Plugin]
+    ) -> None:
+        self.options = options
+        self.plugins = plugins
+        self.table = StateTable()
+        self.index = AgentIndex()
+        self.default_agent = DefaultAgent(self.index, ttl=options.default_agent_ttl)
+        self.selections = Selections(options.state_dir / "selections.json")
+        self.supervisor = Supervisor(nursery, self.table, grace=options.grace)
+        self.monitor = Monitor()
+        self.keyring: Keyring = load_keyring(options.keys_dir)
+        self.reconciler = Reconciler(
+            options.agents_dir,
+            lambda: self.keyring,
+            self.index,
+            self.supervisor,
+            self.table,
+            self.default_agent,
+            self.spec_for,
+            owns=options.shard.owns,
+            plugins=plugins,
+        )
+        self.ready = False
+        self.stopping = False
+        self._actors: dict[str, Actor] = {}
+
+    # --- Fleet ---------------------------------------------------------------------------------
+
+    def agents(self) -> Mapping[str, Agent]:
+        return self.index.by_id
+
+    def default_agent_id(self) -> str | None:
+        return self.default_agent.get()
+
+    def active_agent_id(self, guild_id: int) -> str | None:
+        chosen = self.selections.get(guild_id)
+        if chosen is not None:
+            agent = self.index.get(chosen)
+            if agent is not None and "discord" in agent.enabled_plugins:
+                return chosen
+        return self.default_agent.get()
+
+    def select(self, guild_id: int, agent_id: str) -> None:
+        self.selections.select(guild_id, agent_id)
+
+    # --- actors --------------------------------------------------------------------------------
+
+    def _actor(self, plugin: str) -> Actor:
+        if plugin not in self._actors:
+            try:
+                actor = self.plugins[plugin].load_actor()
+            except Exception as exc:  # a broken plugin package must not stop the others
+                actor = _unimportable(plugin, f"{type(exc).__name__}: {exc}")
+            self._actors[plugin] = actor or _unimportable(plugin, "it has no actor")
+        return self._actors[plugin]
+
+    def spec_for(self, agent: Agent, plugin: str) -> ActorSpec:
+        """How to run ``plugin`` for ``agent``: the context reads the agent live."""
+        key: ActorKey = (agent.id, plugin)
+        config = agent.plugins[plugin]
+        last = [agent]
+
+        def current() -> Agent:
+            found = self.index.get(agent.id)
+            if found is not None:
+                last[0] = found
+            return last[0]
+
+        def make_context() -> Context:
+            return Context(
+                agent_id=agent.id,
+                plugin=plugin,
+                config=config,
+                log=actor_logger(agent.id, plugin),
+                fleet=self,
+                state_dir=self.options.state_dir,
+                grace=self.options.grace,
+                options={"discord_api_base": self.options.discord_api_base},
+                _agent=current,
+                _note=lambda detail: self.table.note(key, detail),
+                _count=lambda name, n: self.table.count(key, name, n),
+            )
+
+        return ActorSpec(key, self._actor(plugin), make_context, current)
+
+    async def rescan(self, *, reload_keys: bool = False) -> None:
+        """Apply every file again (SIGHUP): keys are re-read, unchanged content re-decrypted."""
+        if reload_keys:
+            self.keyring = load_keyring(self.options.keys_dir)
+        await self.reconciler.rescan(force=reload_keys)
+
+    async def shutdown(self) -> None:
+        """Stop every actor within the grace period (they stop at once, in parallel)."""
+        self.stopping = True
+        self.reconciler.close()
+        await self.supervisor.stop_many(self.supervisor.keys())
+
+    async def summarize_start(self, keys: list[ActorKey]) -> None:
+        """Log the seed's start-up summary once every actor is ready or has failed once."""
+        with trio.move_on_after(self.options.summary_timeout):
+            await self.supervisor.wait_first_attempts(keys)
+        states = [self.table.get(k) for k in keys]
+        running = [s for s in states if s is not None and s.state == ActorState.RUNNING]
+        failed = [
+            s
+            for s in states
+            if s is not None and s.state in (ActorState.BACKOFF, ActorState.FAILED)
+        ]
+        waiting = len(keys) - len(running) - len(failed)
+        agents = len({s.agent for s in running})
+        log.info("✅ Initialized %d plugins across %d agents", len(running), agents)
+        if failed:
+            log.warning(
+                "⚠️ %d plugin%s failed to initialize", len(failed), "" if len(failed) == 1 else "s"
+            )
+        if waiting:
+            log.warning(
+                "⚠️ %d plugin(s) still starting after %.0fs", waiting, self.options.summary_timeout
+            )
+
+
+async def serve(
+    options: RunOptions,
+    *,
+    plugins: Mapping[str, Plugin] | None = None,
+    task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the fleet in ``options.agents_dir`` until cancelled.
+
+    Reports the :class:`Runtime` through ``task_status`` once the first load is applied (every
+    actor has been started, not necessarily become ready).
+
+    Raises:
+        ConfigError: the agents directory does not exist.
+        KeyPermissionError: a private key is readable by others.
+    """
+    plugins = installed_plugins() if plugins is None else plugins
+    if not options.agents_dir.is_dir():
+        raise ConfigError(
+            [
+                Problem(
+                    str(options.agents_dir),
+                    0,
+                    0,
+                    "",
+                    "no such directory: run `voxbridge init` or pass --agents-dir",
+                )
+            ]
+        )
+    log.info(
+        "🚀 Starting voxbridge on %s/ (plugin types: %s)", options.agents_dir, ", ".join(plugins)
+    )
+    async with trio.open_nursery() as nursery:
+        runtime = Runtime(options, nursery, plugins)
+        nursery.start_soon(runtime.monitor.run)
+        await nursery.start(
+            functools.partial(watch, poll=options.poll),
+            options.agents_dir,
+            runtime.reconciler.apply_paths,
+        )
+        log.info("🔌 Loading agents and starting their plugins...")
+        await runtime.reconciler.rescan()
+        keys = runtime.supervisor.keys()
+        runtime.ready = True
+        nursery.start_soon(runtime.summarize_start, keys)
+        task_status.started(runtime)
+
+
+async def _main(options: RunOptions, plugins: Mapping[str, Plugin] | None) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            runtime: Runtime = await nursery.start(
+                lambda task_status: serve(options, plugins=plugins, task_status=task_status)
+            )
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("🔄 SIGHUP: re-reading keys and every agent file")
+                    nursery.start_soon(lambda: runtime.rescan(reload_keys=True))
+                    continue
+                if runtime.stopping:
+                    log.warning("🛑 second signal: exiting now")
+                    os._exit(128 + signum)
+                log.info(
+                    "🛑 %s: stopping every actor (grace %.0fs)...",
+                    signal.Signals(signum).name,
+                    options.grace,
+                )
+
+                async def stop() -> None:
+                    await runtime.shutdown()
+                    log.info("🛑 voxbridge stopped")
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop)
+
+
+def run(options: RunOptions, *, plugins: Mapping[str, Plugin] | None = None) -> int:
+    """Run in the foreground until SIGINT/SIGTERM; returns the exit code (0 after a clean stop).
+
+    Raises:
+        ConfigError, KeyPermissionError: before anything starts.
+    """
+    try:
+        trio.run(_main, options, plugins)
+    except BaseExceptionGroup as group:
+        # Start-up errors surface from inside the nursery tree, wrapped; unwrap ours.
+        leaves = list(_leaves(group))
+        if leaves and all(isinstance(e, VoxbridgeError) for e in leaves):
+            raise leaves[0] from None
+        raise
+    return 0
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc

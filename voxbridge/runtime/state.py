@@ -1,0 +1,182 @@
+"""The one place that knows how every actor is doing, and the stream of what changed.
+
+The supervisor and the reconciler write here; the status server, the logs and the monitor read.
+Each actor's status is a frozen snapshot replaced on every change, so readers never see half an
+update. Subscribers get every change as an :class:`Event` through a bounded buffer: a slow
+reader loses the oldest events (and is told how many), never slows the runtime down.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+import trio
+
+from ..errors import Problem
+
+__all__ = ["ActorKey", "ActorState", "ActorStatus", "Event", "StateTable", "Subscription"]
+
+ActorKey = tuple[str, str]  # (agent id, plugin type)
+
+
+class ActorState(enum.StrEnum):
+    """Where an actor is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"  # crashed; next try at ``next_retry``
+    FAILED = "failed"  # a permanent failure: parked until its file changes
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatus:
+    """A snapshot of one actor. Times are wall-clock seconds since the epoch."""
+
+    agent: str
+    plugin: str
+    state: ActorState
+    since: float
+    restarts: int = 0
+    last_error: str | None = None
+    next_retry: float | None = None
+    detail: str | None = None  # the plugin's own health note ("webhook answering in 80 ms")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change, as the event stream carries it: ``type`` is ``actor``, ``agent.loaded``,
+    ``agent.error`` or ``agent.removed``."""
+
+    type: str
+    ts: float
+    data: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "ts": self.ts, **self.data}
+
+
+class Subscription:
+    """A bounded feed of events for one reader; the oldest are dropped when it falls behind."""
+
+    def __init__(self, table: StateTable, maxlen: int) -> None:
+        self._table = table
+        self._queue: collections.deque[Event] = collections.deque(maxlen=maxlen)
+        self._wake = trio.Event()
+        self.dropped = 0
+
+    def _push(self, event: Event) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(event)
+        self._wake.set()
+
+    async def receive(self) -> Event:
+        """The next event, waiting for one if need be."""
+        while not self._queue:
+            self._wake = trio.Event()
+            await self._wake.wait()
+        return self._queue.popleft()
+
+    def close(self) -> None:
+        self._table._subscribers.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(eq=False)
+class StateTable:
+    """Actor statuses, per-actor counters and agent load problems, by key."""
+
+    clock: Callable[[], float] = time.time
+    _actors: dict[ActorKey, ActorStatus] = field(default_factory=dict)
+    _counters: dict[ActorKey, collections.Counter[str]] = field(default_factory=dict)
+    _problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+    _subscribers: set[Subscription] = field(default_factory=set)
+
+    # --- actors ------------------------------------------------------------------------------
+
+    def get(self, key: ActorKey) -> ActorStatus | None:
+        return self._actors.get(key)
+
+    def actors(self) -> Mapping[ActorKey, ActorStatus]:
+        """A read-only view of every actor's status."""
+        return MappingProxyType(self._actors)
+
+    def set_state(self, key: ActorKey, state: ActorState, **changes: Any) -> ActorStatus:
+        """Move an actor to ``state`` (recording since when) and publish the change."""
+        now = self.clock()
+        old = self._actors.get(key)
+        if old is None:
+            new = ActorStatus(key[0], key[1], state, now, **changes)
+        else:
+            new = replace(
+                old, state=state, since=now if state != old.state else old.since, **changes
+            )
+        self._actors[key] = new
+        self.publish("actor", new.as_dict())
+        return new
+
+    def note(self, key: ActorKey, detail: str | None) -> None:
+        """Set an actor's health note without changing its state."""
+        old = self._actors.get(key)
+        if old is not None and old.detail != detail:
+            self._actors[key] = replace(old, detail=detail)
+            self.publish("actor", self._actors[key].as_dict())
+
+    def forget(self, key: ActorKey) -> None:
+        """Drop a stopped actor that no longer exists in any file."""
+        self._actors.pop(key, None)
+        self._counters.pop(key, None)
+
+    def count(self, key: ActorKey, name: str, n: int = 1) -> None:
+        """Add to one of an actor's counters (messages handled, brain errors...)."""
+        self._counters.setdefault(key, collections.Counter())[name] += n
+
+    def counters(self, key: ActorKey) -> Mapping[str, int]:
+        return MappingProxyType(self._counters.get(key, collections.Counter()))
+
+    def by_state(self) -> collections.Counter[ActorState]:
+        return collections.Counter(s.state for s in self._actors.values())
+
+    # --- agent files -------------------------------------------------------------------------
+
+    def set_problems(self, file: str, problems: tuple[Problem, ...]) -> None:
+        """Record why ``file`` does not load (empty: it loads again)."""
+        if problems:
+            self._problems[file] = problems
+        else:
+            self._problems.pop(file, None)
+
+    def problems(self) -> Mapping[str, tuple[Problem, ...]]:
+        return MappingProxyType(self._problems)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def publish(self, type_: str, data: Mapping[str, Any]) -> None:
+        event = Event(type_, self.clock(), data)
+        for sub in self._subscribers:
+            sub._push(event)
+
+    def subscribe(self, maxlen: int = 1000) -> Subscription:
+        """A new feed of every event from now on; close it when done."""
+        sub = Subscription(self, maxlen)
+        self._subscribers.add(sub)
+        return sub
+
+    def __iter__(self) -> Iterator[ActorStatus]:
+        return iter(list(self._actors.values()))
