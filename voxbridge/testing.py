@@ -7,7 +7,8 @@ runtime by passing them in its ``plugins`` mapping (see :func:`plugins`), or ins
 * ``slow`` — ready after ``delay`` (default 2 s) and then idle: start-up benchmarks.
 * ``crashy`` — crashes ``crashes`` times (default 3), ``after`` seconds after starting, then runs.
 * ``broken`` — fails permanently at once (an invalid token, say).
-* ``echo`` — ready at once; remembers the prompt it sees, for hot-reload checks.
+* ``echo`` — ready at once; notes the prompt it sees, for hot-reload checks.
+* ``stubborn`` — ready at once; when cancelled, keeps cleaning up for ``linger`` (default 60 s).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from .config.model import reveal
 from .errors import PermanentFailure
 from .plugins.api import Context, Plugin, installed_plugins
 
-__all__ = ["BROKEN", "CRASHY", "ECHO", "SLOW", "attempts", "plugins", "write_entry_points"]
+__all__ = [
+    "BROKEN",
+    "CRASHY",
+    "ECHO",
+    "SLOW",
+    "STUBBORN",
+    "attempts",
+    "plugins",
+    "write_entry_points",
+]
 
 attempts: Counter[tuple[str, str]] = Counter()
 """How many times each (agent, plugin) actor was started in this process."""
@@ -57,13 +67,20 @@ async def _broken(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
 async def _echo(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
     attempts[ctx.agent_id, ctx.plugin] += 1
     task_status.started()
-    seen = None
+    agent = ctx.agent
     while True:
-        prompt = reveal(ctx.agent.system_prompt)
-        if prompt != seen:
-            ctx.note(f"prompt: {prompt[:40]}")
-            seen = prompt
-        await trio.sleep(0.01)
+        ctx.note(f"prompt: {reveal(agent.system_prompt)[:40]}")
+        agent = await ctx.agent_changed()
+
+
+async def _stubborn(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    attempts[ctx.agent_id, ctx.plugin] += 1
+    task_status.started()
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(parse_duration(ctx.config.settings.get("linger", 60.0)))
 
 
 def _schema(**props: object) -> dict[str, object]:
@@ -79,12 +96,14 @@ CRASHY = Plugin(
 )
 BROKEN = Plugin("broken", "Fails permanently (tests)", _schema(reason={"type": "string"}), _broken)
 ECHO = Plugin("echo", "Watches its agent's prompt (tests)", _schema(), _echo)
+STUBBORN = Plugin("stubborn", "Slow to stop (tests)", _schema(linger=_DURATION), _stubborn)
+_ALL = (SLOW, CRASHY, BROKEN, ECHO, STUBBORN)
 
 
 def plugins() -> MappingProxyType[str, Plugin]:
     """The installed plugin types plus the testing ones."""
     found = dict(installed_plugins())
-    found.update({p.name: p for p in (SLOW, CRASHY, BROKEN, ECHO)})
+    found.update({p.name: p for p in _ALL})
     return MappingProxyType(dict(sorted(found.items())))
 
 
@@ -97,6 +116,6 @@ def write_entry_points(site_dir: Path) -> Path:
     (info / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: voxbridge-testing-plugins\nVersion: 1.0\n"
     )
-    lines = [f"{p.name} = voxbridge.testing:{p.name.upper()}" for p in (SLOW, CRASHY, BROKEN, ECHO)]
+    lines = [f"{p.name} = voxbridge.testing:{p.name.upper()}" for p in _ALL]
     (info / "entry_points.txt").write_text("[voxbridge.plugins]\n" + "\n".join(lines) + "\n")
     return info

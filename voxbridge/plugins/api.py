@@ -76,10 +76,16 @@ class Context:
     _agent: Callable[[], Agent]
     _note: Callable[[str | None], None]
     _count: Callable[[str, int], None]
+    _changed: Callable[[], Awaitable[None]]
 
     @property
     def agent(self) -> Agent:
         """The agent's current configuration."""
+        return self._agent()
+
+    async def agent_changed(self) -> Agent:
+        """Wait until the agent's configuration is hot-swapped (prompt, llm, name...); return it."""
+        await self._changed()
         return self._agent()
 
     def note(self, detail: str | None) -> None:

@@ -70,6 +70,7 @@ class Reconciler:
         *,
         owns: Callable[[str], bool] = lambda _id: True,
         plugins: Mapping[str, Plugin] | None = None,
+        on_change: Callable[[str], None] = lambda _id: None,
     ) -> None:
         self.agents_dir = agents_dir
         self._keyring = keyring
@@ -80,6 +81,7 @@ class Reconciler:
         self._spec_for = spec_for
         self._owns = owns
         self._plugins = plugins
+        self._on_change = on_change
         self._files: dict[Path, _File] = {}
         self._path_of: dict[str, Path] = {}
         self._conflicted: set[Path] = set()
@@ -250,6 +252,7 @@ class Reconciler:
             self._table.forget((agent_id, t))
         if new is not None:
             self._index.add(new)  # before starting: new actors read the new configuration
+            self._on_change(agent_id)
             for t in (*restart, *start):
                 self._supervisor.start(self._spec_for(new, t))
             kept = [t for t in after if t not in restart and t not in start]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import signal
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -73,7 +74,12 @@ class Runtime:
     protocol) and what the status server reads."""
 
     def __init__(
-        self, options: RunOptions, nursery: trio.Nursery, plugins: Mapping[str, Plugin]
+        self,
+        options: RunOptions,
+        nursery: trio.Nursery,
+        plugins: Mapping[str, Plugin],
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         self.options = options
         self.plugins = plugins
@@ -81,7 +87,7 @@ class Runtime:
         self.index = AgentIndex()
         self.default_agent = DefaultAgent(self.index, ttl=options.default_agent_ttl)
         self.selections = Selections(options.state_dir / "selections.json")
-        self.supervisor = Supervisor(nursery, self.table, grace=options.grace)
+        self.supervisor = Supervisor(nursery, self.table, grace=options.grace, rng=rng)
         self.monitor = Monitor()
         self.keyring: Keyring = load_keyring(options.keys_dir)
         self.reconciler = Reconciler(
@@ -94,10 +100,20 @@ class Runtime:
             self.spec_for,
             owns=options.shard.owns,
             plugins=plugins,
+            on_change=self._agent_changed,
         )
         self.ready = False
         self.stopping = False
         self._actors: dict[str, Actor] = {}
+        self._changes: dict[str, trio.Event] = {}
+
+    def _agent_changed(self, agent_id: str) -> None:
+        event = self._changes.pop(agent_id, None)
+        if event is not None:
+            event.set()
+
+    async def _wait_change(self, agent_id: str) -> None:
+        await self._changes.setdefault(agent_id, trio.Event()).wait()
 
     # --- Fleet ---------------------------------------------------------------------------------
 
@@ -154,6 +170,7 @@ class Runtime:
                 _agent=current,
                 _note=lambda detail: self.table.note(key, detail),
                 _count=lambda name, n: self.table.count(key, name, n),
+                _changed=lambda: self._wait_change(agent.id),
             )
 
         return ActorSpec(key, self._actor(plugin), make_context, current)

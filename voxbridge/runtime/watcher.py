@@ -20,7 +20,7 @@ from pathlib import Path
 import trio
 from watchfiles._rust_notify import RustNotify
 
-from ..config.load import is_agent_file
+from ..config.load import agent_files, is_agent_file
 
 __all__ = ["DEBOUNCE_MS", "STEP_MS", "watch"]
 
@@ -30,6 +30,7 @@ log = logging.getLogger("voxbridge.watcher")
 DEBOUNCE_MS = 50
 STEP_MS = 10
 _TIMEOUT_MS = 5_000
+_POLL_MS = 100
 
 
 async def watch(
@@ -49,9 +50,14 @@ async def watch(
     Cancellation: returns within a debounce step (the watch thread is told to stop).
     """
     stop = trio.Event()  # RustNotify only calls is_set(), a plain read: safe from its thread
-    with RustNotify([str(agents_dir)], False, poll, 100, False, False) as notify:
+    with RustNotify([str(agents_dir)], False, poll, _POLL_MS, False, False) as notify:
         task_status.started()
         try:
+            if poll:
+                # The poller takes its first snapshot in its own time: a change made before that
+                # would become its baseline and never be reported. Look once more after it.
+                await trio.sleep(2 * _POLL_MS / 1000)
+                await apply(agent_files(agents_dir))
             while True:
                 raw = await trio.to_thread.run_sync(
                     notify.watch, DEBOUNCE_MS, STEP_MS, _TIMEOUT_MS, stop, abandon_on_cancel=True

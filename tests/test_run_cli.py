@@ -1,0 +1,195 @@
+"""`voxbridge run` as a subprocess: start-up, JSON logs, signals, third-party plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliRunner, clean_env
+from voxbridge import testing
+
+ACME = """
+import trio
+from pathlib import Path
+from voxbridge import Plugin
+
+async def run(ctx, *, task_status):
+    Path(ctx.config.settings["marker"]).write_text(f"{ctx.agent_id} {ctx.agent.name}")
+    task_status.started()
+    await trio.sleep_forever()
+
+PLUGIN = Plugin("acme", "An example third-party plugin", {
+    "type": "object", "additionalProperties": False,
+    "properties": {"marker": {"type": "string"}}, "required": ["marker"]}, run)
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A site directory holding the testing plugins and a third-party plugin, laid out as pip
+    installs them (dist-info with entry points)."""
+    d = tmp_path / "site"
+    testing.write_entry_points(d)
+    (d / "acme_voxbridge.py").write_text(ACME)
+    info = d / "acme_voxbridge-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-voxbridge\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[voxbridge.plugins]\nacme = acme_voxbridge:PLUGIN\n")
+    return d
+
+
+def start(tmp_path: Path, site: Path, *args: str) -> subprocess.Popen[str]:
+    env = clean_env(PYTHONPATH=str(site))
+    return subprocess.Popen(
+        [sys.executable, "-m", "voxbridge", "run", "--listen", "none", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen in:\n{''.join(lines)}")
+
+
+def agents(tmp_path: Path, **files: str) -> None:
+    d = tmp_path / "agents.d"
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (d / f"{name}.yaml").write_text(text)
+
+
+def test_third_party_plugin_is_found_and_run(tmp_path: Path, site: Path, cli: CliRunner) -> None:
+    marker = tmp_path / "marker"
+    agents(tmp_path, shop=f"name: Shop\nplugins:\n  acme: {{marker: '{marker}'}}\n")
+    proc = start(tmp_path, site)
+    try:
+        lines = read_until(proc, "✅ Initialized")
+        assert any("✅ shop/acme ready" in line for line in lines)
+        assert marker.read_text() == "shop Shop"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    schema = json.loads(cli("schema", env=clean_env(PYTHONPATH=str(site))).stdout)
+    assert "acme" in schema["properties"]["plugins"]["properties"]
+
+
+def test_startup_summary_json_logs_and_sigterm(tmp_path: Path, site: Path) -> None:
+    agents(
+        tmp_path,
+        a="plugins:\n  slow: {delay: 200ms}\n  echo: {}\n",
+        b="plugins:\n  slow: {delay: 300ms}\n  broken: {reason: token rejected}\n",
+        c="plugins:\n  echo: {}\n",
+    )
+    proc = start(tmp_path, site, "--log-format", "json")
+    lines = read_until(proc, "failed to initialize")
+    records = [json.loads(line) for line in lines]
+    assert all({"ts", "level", "msg", "agent", "plugin"} <= r.keys() for r in records)
+    messages = [r["msg"] for r in records]
+    assert "✅ Initialized 4 plugins across 3 agents" in messages
+    assert "⚠️ 1 plugin failed to initialize" in messages
+    broken = next(r for r in records if r["plugin"] == "broken")
+    assert (broken["agent"], broken["level"]) == ("b", "error")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert time.monotonic() - t0 < 5
+    assert '"msg": "🛑 voxbridge stopped"' in out
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, site: Path) -> None:
+    agents(tmp_path, a="plugins:\n  stubborn: {linger: 60s}\n")
+    proc = start(tmp_path, site, "--grace", "60s")
+    read_until(proc, "✅ Initialized")
+    proc.send_signal(signal.SIGINT)
+    read_until(proc, "stopping every actor")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "second signal: exiting now" in out
+
+
+def test_run_refuses_what_cannot_work(tmp_path: Path, cli: CliRunner) -> None:
+    r = cli("run", "--listen", "0.0.0.0:4900")
+    assert r.returncode == 2
+    assert "pass --api-token" in r.stderr
+    r = cli("run", "--listen", "none")
+    assert (r.returncode, r.stderr.strip().splitlines()[-1]) == (
+        78,
+        "agents.d: no such directory: run `voxbridge init` or pass --agents-dir",
+    )
+    agents(tmp_path)
+    r = cli("run", "--state-dir", "agents.d/state")
+    assert r.returncode == 2
+    r = cli("run", "--shard", "3/3")
+    assert r.returncode == 2
+    assert "expected I/N with 0 <= I < N" in r.stderr
+    (tmp_path / "keys").mkdir()
+    key = tmp_path / "keys" / "k.key"
+    key.write_text("x")
+    key.chmod(0o644)
+    r = cli("run", "--listen", "none")
+    assert r.returncode == 77
+    assert "chmod 600" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_every_option(cli: CliRunner) -> None:
+    out = cli("run", "--help").stdout
+    for option in (
+        "--agents-dir",
+        "--keys-dir",
+        "--listen",
+        "--log-format",
+        "--log-level",
+        "--default-agent-ttl",
+        "--poll",
+        "--shard",
+        "--state-dir",
+        "--discord-api-base",
+        "--api-token",
+    ):
+        assert option in out
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP")
+def test_sighup_rereads_keys_and_files(tmp_path: Path, site: Path, cli: CliRunner) -> None:
+    # A value sealed for a key this host gets only later: SIGHUP picks the key up.
+    from voxbridge.secrets.crypto import seal
+    from voxbridge.secrets.keys import generate_key_pair
+
+    later = tmp_path / "later"
+    pub = generate_key_pair(later, "k")
+    agents(tmp_path, a=f"system_prompt: {seal('hi', pub.key, 'system_prompt')}\n")
+    proc = start(tmp_path, site)
+    try:
+        read_until(proc, "no private key with id")
+        (tmp_path / "keys").mkdir(mode=0o700)
+        os.rename(later / "k.key", tmp_path / "keys" / "k.key")
+        proc.send_signal(signal.SIGHUP)
+        read_until(proc, "Loaded agent 'a'")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

@@ -1,0 +1,203 @@
+"""Supervision on Trio's autojump clock: exact retry instants, isolation, parking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.runtime_helpers import make_runtime, wait_state, write
+from voxbridge import Plugin, testing
+from voxbridge.errors import PermanentFailure
+from voxbridge.plugins.api import Context
+from voxbridge.runtime.state import ActorState
+
+starts: list[float] = []
+
+
+async def _flaky(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    """Ready at once; crashes after `after` seconds for the first `crashes` attempts."""
+    starts.append(trio.current_time())
+    task_status.started()
+    await trio.sleep(float(ctx.config.settings.get("after", 0)))
+    if len(starts) <= int(ctx.config.settings.get("crashes", 3)):
+        raise ConnectionError(f"boom {len(starts)}")
+    await trio.sleep_forever()
+
+
+FLAKY = Plugin(
+    "flaky",
+    "test",
+    {"type": "object", "properties": {"after": {"type": "number"}, "crashes": {"type": "integer"}}},
+    _flaky,
+)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    starts.clear()
+    testing.attempts.clear()
+
+
+async def test_retries_at_exact_backoff_instants(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    write(tmp_path, "a.yaml", "plugins:\n  flaky: {crashes: 4}\n")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, FLAKY)
+        t0 = trio.current_time()
+        await rt.reconciler.rescan()
+        await trio.sleep(100)
+        # Crashes at once 4 times: waits 1, 2, 4, 8 s (no jitter in tests), then runs.
+        assert [t - t0 for t in starts] == [0, 1, 3, 7, 15]
+        status = rt.table.get(("a", "flaky"))
+        assert status is not None
+        assert status.state == ActorState.RUNNING
+        assert status.restarts == 4
+        assert status.last_error == "ConnectionError: boom 4"
+        nursery.cancel_scope.cancel()
+
+
+async def test_policy_override_and_reset_after_healthy_run(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    # Crashes after 30 s of running: with reset_after 20s each crash counts as the first.
+    write(
+        tmp_path,
+        "a.yaml",
+        "restart: {initial: 5s, factor: 3, reset_after: 20s}\n"
+        "plugins:\n  flaky: {crashes: 3, after: 30}\n",
+    )
+    write(
+        tmp_path,
+        "b.yaml",
+        "restart: {initial: 5s, factor: 3, reset_after: 1h}\n"
+        "plugins:\n  crashy: {crashes: 3, after: 30s}\n",
+    )
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, FLAKY)
+        t0 = trio.current_time()
+        await rt.reconciler.rescan()
+        await trio.sleep(1000)
+        assert [round(t - t0) for t in starts] == [0, 35, 70, 105]
+        # Without the reset the waits grow: 5, 15, 45.
+        b = rt.table.get(("b", "crashy"))
+        assert b is not None
+        assert b.restarts == 3
+        assert testing.attempts["b", "crashy"] == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_crashing_actor_never_affects_its_siblings(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    write(tmp_path, "a.yaml", "plugins:\n  crashy: {crashes: 1000}\n  echo: {}\n")
+    write(tmp_path, "b.yaml", "plugins:\n  echo: {}\n")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path)
+        await rt.reconciler.rescan()
+        await trio.sleep(3600)
+        for key in (("a", "echo"), ("b", "echo")):
+            s = rt.table.get(key)
+            assert s is not None
+            assert (s.state, s.restarts) == (ActorState.RUNNING, 0)
+            assert testing.attempts[key] == 1
+        crashy = rt.table.get(("a", "crashy"))
+        assert crashy is not None
+        assert crashy.state == ActorState.BACKOFF
+        assert crashy.restarts > 10  # 1+2+4+...+256, then every 300 s
+        nursery.cancel_scope.cancel()
+
+
+async def test_permanent_failure_is_parked_until_the_file_changes(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    path = write(tmp_path, "a.yaml", "plugins:\n  broken: {reason: invalid token}\n  echo: {}\n")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path)
+        await rt.reconciler.rescan()
+        await trio.sleep(3600)
+        s = rt.table.get(("a", "broken"))
+        assert s is not None
+        assert (s.state, s.last_error, s.restarts) == (
+            ActorState.FAILED,
+            "PermanentFailure: invalid token",
+            0,
+        )
+        assert testing.attempts["a", "broken"] == 1
+        # Any change to the file gives it another try, even outside its section.
+        path.write_text("description: retry\n" + path.read_text())
+        assert await rt.reconciler.apply_paths([path]) == ["updated"]
+        await trio.sleep(1)
+        assert testing.attempts["a", "broken"] == 2
+        assert testing.attempts["a", "echo"] == 1  # its sibling was not restarted
+        # A comment-only change (same configuration) also re-arms it.
+        path.write_text("# again\n" + path.read_text())
+        assert await rt.reconciler.apply_paths([path]) == ["unchanged"]
+        await trio.sleep(1)
+        assert testing.attempts["a", "broken"] == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_errors_are_redacted_of_the_agents_secrets(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    leak = "hunter2-token"
+
+    async def leaky(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+        raise PermanentFailure(f"bad token {ctx.agent.system_prompt.reveal()}")  # type: ignore[union-attr]
+
+    from voxbridge.secrets.crypto import seal
+    from voxbridge.secrets.keys import generate_key_pair
+
+    pub = generate_key_pair(tmp_path / "keys", "k")
+    write(
+        tmp_path,
+        "a.yaml",
+        f"system_prompt: {seal(leak, pub.key, 'system_prompt')}\nplugins:\n  leaky: {{}}\n",
+    )
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, Plugin("leaky", "test", {}, leaky))
+        await rt.reconciler.rescan()
+        await wait_state(rt, ("a", "leaky"), ActorState.FAILED)
+        s = rt.table.get(("a", "leaky"))
+        assert s is not None
+        assert s.last_error == "PermanentFailure: bad token [secret]"
+        nursery.cancel_scope.cancel()
+
+
+async def test_stop_gives_a_grace_period_then_abandons(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    write(tmp_path, "a.yaml", "plugins:\n  stubborn: {linger: 1h}\n  echo: {}\n")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, grace=3.0)
+        await rt.reconciler.rescan()
+        await wait_state(rt, ("a", "stubborn"), ActorState.RUNNING)
+        t0 = trio.current_time()
+        await rt.shutdown()
+        assert trio.current_time() - t0 == pytest.approx(3.0)
+        for key in (("a", "stubborn"), ("a", "echo")):
+            s = rt.table.get(key)
+            assert s is not None
+            assert s.state == ActorState.STOPPED
+        nursery.cancel_scope.cancel()
+
+
+async def test_actor_that_returns_is_restarted(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    async def quits(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+
+    write(tmp_path, "a.yaml", "plugins:\n  quits: {}\n")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, Plugin("quits", "test", {}, quits))
+        await rt.reconciler.rescan()
+        await trio.sleep(10)
+        s = rt.table.get(("a", "quits"))
+        assert s is not None
+        assert s.last_error == "the actor returned (actors must run until cancelled)"
+        assert s.restarts >= 3
+        nursery.cancel_scope.cancel()
