@@ -5,12 +5,15 @@ def test_public_api_is_curated() -> None:
     assert voxbridge.__all__ == [
         "Agent",
         "ConfigError",
+        "Context",
         "DecryptError",
         "DirectoryLoad",
+        "Fleet",
         "KeyPermissionError",
         "Keyring",
         "KeysError",
         "LLMConfig",
+        "PermanentFailure",
         "Plugin",
         "PluginConfig",
         "Problem",
@@ -26,6 +29,7 @@ def test_public_api_is_curated() -> None:
         "load_directory",
         "load_keyring",
         "parse_agent",
+        "parse_duration",
         "reveal",
     ]
     for name in voxbridge.__all__:

@@ -193,3 +193,18 @@ def test_sighup_rereads_keys_and_files(tmp_path: Path, site: Path, cli: CliRunne
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_a_broken_plugin_package_is_named_not_fatal(tmp_path: Path, cli: CliRunner) -> None:
+    site = tmp_path / "site"
+    info = site / "bad-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[voxbridge.plugins]\nbad = no_such_module:PLUGIN\n")
+    agents(tmp_path, a="name: A\n")
+    r = cli("check", env=clean_env(PYTHONPATH=str(site)))
+    assert r.returncode == 0
+    assert (
+        "plugin 'bad' (no_such_module:PLUGIN) cannot be loaded, skipped: "
+        "ModuleNotFoundError" in r.stderr
+    )

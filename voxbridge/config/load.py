@@ -340,14 +340,20 @@ def _set(data: Any, path: tuple[str | int, ...], value: Any) -> None:
     data[path[-1]] = value
 
 
-def load_agent_file(path: Path, keyring: Keyring, display: str | None = None) -> Agent:
+def load_agent_file(
+    path: Path,
+    keyring: Keyring,
+    display: str | None = None,
+    *,
+    plugins: Mapping[str, Plugin] | None = None,
+) -> Agent:
     """Read, validate and decrypt one agent file; its id is the file's stem.
 
     Raises:
         ConfigError: every problem found, each with file:line:col.
     """
     shown = display or str(path)
-    return parse_agent(read_agent_text(path, shown), shown, path.stem, keyring)
+    return parse_agent(read_agent_text(path, shown), shown, path.stem, keyring, plugins=plugins)
 
 
 @dataclass
@@ -440,7 +446,9 @@ class AgentIndex:
         return problems
 
 
-def load_directory(agents_dir: Path, keyring: Keyring) -> DirectoryLoad:
+def load_directory(
+    agents_dir: Path, keyring: Keyring, *, plugins: Mapping[str, Plugin] | None = None
+) -> DirectoryLoad:
     """Load every agent file in ``agents_dir``; a broken file never stops the others."""
     index = AgentIndex()
     problems: list[Problem] = []
@@ -460,7 +468,7 @@ def load_directory(agents_dir: Path, keyring: Keyring) -> DirectoryLoad:
             continue
         by_id[path.stem] = path
         try:
-            agent = load_agent_file(path, keyring)
+            agent = load_agent_file(path, keyring, plugins=plugins)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue

@@ -104,6 +104,7 @@ class Context:
 Actor = Callable[..., Awaitable[None]]  # async def run(ctx: Context, *, task_status) -> None
 
 ENTRY_POINT_GROUP = "voxbridge.plugins"
+log = logging.getLogger("voxbridge.plugins")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -152,8 +153,22 @@ def installed_plugins() -> Mapping[str, Plugin]:
             continue
         try:
             obj = ep.load()
-        except Exception:  # noqa: S112 - a broken plugin package is skipped, not fatal
+        except Exception as exc:  # a broken plugin package is skipped, not fatal
+            log.warning(
+                "⚠️ plugin '%s' (%s) cannot be loaded, skipped: %s: %s",
+                ep.name,
+                ep.value,
+                type(exc).__name__,
+                exc,
+            )
             continue
         if isinstance(obj, Plugin) and obj.name == ep.name:
             plugins[obj.name] = obj
+        else:
+            log.warning(
+                "⚠️ plugin '%s' (%s) is not a voxbridge Plugin named '%s', skipped",
+                ep.name,
+                ep.value,
+                ep.name,
+            )
     return MappingProxyType(dict(sorted(plugins.items())))
