@@ -208,3 +208,13 @@ def test_a_broken_plugin_package_is_named_not_fatal(tmp_path: Path, cli: CliRunn
         "plugin 'bad' (no_such_module:PLUGIN) cannot be loaded, skipped: "
         "ModuleNotFoundError" in r.stderr
     )
+
+
+def test_agents_lists_ids_and_splits_them_by_shard(tmp_path: Path, cli: CliRunner) -> None:
+    agents(tmp_path, **{f"agent-{i:02d}": "name: x\n" for i in range(30)})
+    (tmp_path / "agents.d" / "notes.txt").write_text("not an agent")
+    assert cli("agents").stdout.split() == [f"agent-{i:02d}" for i in range(30)]
+    shards = [set(cli("agents", "--shard", f"{i}/3").stdout.split()) for i in range(3)]
+    assert set.union(*shards) == {f"agent-{i:02d}" for i in range(30)}
+    assert sum(len(s) for s in shards) == 30  # each agent has exactly one owner
+    assert all(s for s in shards)

@@ -106,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of an agent file")
 
+    c = sub.add_parser("agents", help="list the agent ids (those a replica owns, with --shard)")
+    _dirs(c, keys=False)
+    c.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        metavar="I/N",
+        help="only the agents replica I of N owns",
+    )
+
     c = sub.add_parser("run", help="run every agent's plugins in the foreground")
     _dirs(c)
     c.add_argument(
@@ -324,6 +334,13 @@ def _schema_text() -> str:
     return json.dumps(agent_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    for path in agent_files(_agents_dir(args.agents_dir)):
+        if args.shard.owns(path.stem):
+            print(path.stem)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(_schema_text())
     return 0
@@ -381,6 +398,7 @@ _COMMANDS = {
     "edit": cmd_edit,
     "check": cmd_check,
     "schema": cmd_schema,
+    "agents": cmd_agents,
     "run": cmd_run,
 }
 

@@ -242,6 +242,8 @@ async def serve(
     log.info(
         "🚀 Starting voxbridge on %s/ (plugin types: %s)", options.agents_dir, ", ".join(plugins)
     )
+    if options.listen is not None:
+        log.info("ℹ️ --listen %s: the status server is not in this version yet", options.listen)
     async with trio.open_nursery() as nursery:
         runtime = Runtime(options, nursery, plugins)
         nursery.start_soon(runtime.monitor.run)
