@@ -11,6 +11,7 @@ from .config.load import DirectoryLoad, load_agent_file, load_directory, parse_a
 from .config.model import Agent, LLMConfig, PluginConfig, RestartPolicy, reveal
 from .config.schema import agent_schema
 from .errors import (
+    BrainError,
     ConfigError,
     DecryptError,
     KeyPermissionError,
@@ -27,6 +28,7 @@ from .secrets.keys import Keyring, load_keyring
 
 __all__ = [
     "Agent",
+    "BrainError",
     "ConfigError",
     "Context",
     "DecryptError",

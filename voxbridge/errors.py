@@ -7,7 +7,8 @@
     │   └── KeyPermissionError      exit 77  a private key is readable by group or others
     ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
     ├── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
-    └── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
+    ├── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
+    └── BrainError                  (actors) the LLM or n8n could not answer one message
 
 Exit codes follow sysexits(3), as the command line promises (SPEC §5). Messages are meant for
 people: they name the file (and line and column where there is one), what was found, and what to
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "BrainError",
     "ConfigError",
     "DecryptError",
     "KeyPermissionError",
@@ -108,3 +110,9 @@ class PermanentFailure(VoxbridgeError):
     """Raised by a plugin actor for a failure that retrying cannot fix (an invalid token, a
     configuration the service refuses). The supervisor parks the actor in ``failed`` without
     retrying until the agent's file changes. The message is shown to operators: no secrets."""
+
+
+class BrainError(VoxbridgeError):
+    """Raised when an agent's brain (its LLM endpoint or n8n workflow) cannot answer a message
+    after its retries. The user gets a short apology; the operator gets this message (which
+    never quotes a secret: no keys, no webhook URLs)."""

@@ -18,17 +18,19 @@ for what it can; the supervisor restarts it with backoff. See docs/plugins.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import httpx
 import trio
 
 from ..config.model import Agent, PluginConfig
@@ -51,8 +53,24 @@ class Fleet(Protocol):
         """The agent that answers ambient messages in a guild: its selection, else the default."""
         ...
 
+    def selected_agent_id(self, guild_id: int) -> str | None:
+        """The guild's ``/agent select`` choice, if it made one."""
+        ...
+
     def select(self, guild_id: int, agent_id: str) -> None:
         """Make ``agent_id`` the guild's active agent (persisted across restarts)."""
+        ...
+
+    def http(self) -> httpx.AsyncClient:
+        """The runtime's pooled HTTP client (for calls that need no client of their own)."""
+        ...
+
+    def service(self, agent_id: str, name: str) -> object | None:
+        """What the actor ``(agent_id, name)`` provides while it runs (see Context.provide)."""
+        ...
+
+    def provide(self, agent_id: str, name: str, service: object | None) -> None:
+        """Publish (or, with None, withdraw) a running actor's service."""
         ...
 
 
@@ -95,6 +113,16 @@ class Context:
     def count(self, name: str, n: int = 1) -> None:
         """Add to one of this actor's counters (exported as metrics)."""
         self._count(name, n)
+
+    @contextlib.contextmanager
+    def provide(self, service: object) -> Iterator[None]:
+        """Offer ``service`` to the agent's other actors while the block runs (the n8n actor
+        offers its client to the discord actor this way)."""
+        self.fleet.provide(self.agent_id, self.plugin, service)
+        try:
+            yield
+        finally:
+            self.fleet.provide(self.agent_id, self.plugin, None)
 
     def cleanup_scope(self) -> trio.CancelScope:
         """A shielded scope for clean-up after cancellation, bounded by the grace period."""

@@ -28,4 +28,5 @@ PLUGIN = Plugin(
         },
         "required": ["bot_token"],
     },
+    actor="voxbridge.plugins.discord_bot:run",
 )

@@ -26,4 +26,5 @@ PLUGIN = Plugin(
         },
         "required": ["webhook_url"],
     },
+    actor="voxbridge.plugins.n8n_webhook:run",
 )

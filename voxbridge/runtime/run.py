@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import trio
 
 from ..config.load import AgentIndex
@@ -80,6 +81,7 @@ class Runtime:
         plugins: Mapping[str, Plugin],
         *,
         rng: random.Random | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.options = options
         self.plugins = plugins
@@ -106,6 +108,8 @@ class Runtime:
         self.stopping = False
         self._actors: dict[str, Actor] = {}
         self._changes: dict[str, trio.Event] = {}
+        self._services: dict[ActorKey, object] = {}
+        self._http = http
 
     def _agent_changed(self, agent_id: str) -> None:
         event = self._changes.pop(agent_id, None)
@@ -131,8 +135,25 @@ class Runtime:
                 return chosen
         return self.default_agent.get()
 
+    def selected_agent_id(self, guild_id: int) -> str | None:
+        return self.selections.get(guild_id)
+
     def select(self, guild_id: int, agent_id: str) -> None:
         self.selections.select(guild_id, agent_id)
+
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError("this Runtime was made without an HTTP client (serve() gives one)")
+        return self._http
+
+    def service(self, agent_id: str, name: str) -> object | None:
+        return self._services.get((agent_id, name))
+
+    def provide(self, agent_id: str, name: str, service: object | None) -> None:
+        if service is None:
+            self._services.pop((agent_id, name), None)
+        else:
+            self._services[agent_id, name] = service
 
     # --- actors --------------------------------------------------------------------------------
 
@@ -244,8 +265,12 @@ async def serve(
     )
     if options.listen is not None:
         log.info("ℹ️ --listen %s: the status server is not in this version yet", options.listen)
-    async with trio.open_nursery() as nursery:
-        runtime = Runtime(options, nursery, plugins)
+    # One pooled client for the LLM calls of every agent, closed when serve() ends.
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
+        trio.open_nursery() as nursery,
+    ):
+        runtime = Runtime(options, nursery, plugins, http=http)
         nursery.start_soon(runtime.monitor.run)
         await nursery.start(
             functools.partial(watch, poll=options.poll),

@@ -1,0 +1,341 @@
+"""The ``discord`` actor: one disnake bot answering as its agent.
+
+The bot lives on the shared asyncio loop (:mod:`~voxbridge.plugins.aio`); everything it hears is
+handed to this Trio actor, which decides whether to answer, asks the brain, and sends the reply
+back through the loop. A new client is made for every attempt, on the bridge's loop; cancelling
+the actor closes the bot (gateway and HTTP session) within the grace period; a bot crash is this
+actor's exception, and the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import disnake
+import trio
+from disnake.ext import commands
+from disnake.interactions import ApplicationCommandInteraction
+
+from ..config.model import reveal
+from ..errors import BrainError, PermanentFailure
+from .aio import run_on_loop, to_trio
+from .api import Context
+from .brain import Message, Turn, think
+
+__all__ = ["APOLOGY", "QUEUE_LIMIT", "run", "split_message"]
+
+log = logging.getLogger("voxbridge.plugins.discord")
+
+LIMIT = 2000  # Discord's message length
+QUEUE_LIMIT = 20  # messages waiting per channel while the brain is busy
+APOLOGY = "Sorry — I can't answer right now. Please try again in a moment."
+TYPING_EVERY = 8.0  # Discord shows "typing" for about 10 s per trigger
+_MENTION = re.compile(r"<@!?(\d+)>")
+_INTENTS_HELP = (
+    "Discord refused the gateway intents (close 4014): in the Developer Portal, open this bot's "
+    "Bot page and switch on 'Message Content Intent' under Privileged Gateway Intents"
+)
+
+T = TypeVar("T")
+Inter = ApplicationCommandInteraction[commands.InteractionBot]
+
+
+def split_message(text: str, limit: int = LIMIT) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut at a line break, else a space."""
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = rest.rfind("\n", 0, limit + 1)
+        if cut <= 0:
+            cut = rest.rfind(" ", 0, limit + 1)
+        if cut <= 0:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    message: disnake.Message  # touched only on the asyncio loop
+    channel_id: int
+    guild_id: int | None
+    author_id: int
+    author_name: str
+    text: str
+    addressed: bool  # a DM or a mention: always answered
+
+
+@dataclass(eq=False)
+class _Channel:
+    inbox: trio.MemorySendChannel[_Incoming]
+    # Twice the schema's largest `history`: enough whatever the agent's setting becomes.
+    history: deque[Turn] = field(default_factory=lambda: deque(maxlen=2000))
+
+
+def _from_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> asyncio.Future[T]:
+    """From the asyncio loop: run the plain function ``fn`` in the Trio thread, await the result
+    without blocking the loop (every bot shares it)."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    aio_loop = future.get_loop()
+
+    def call() -> None:
+        try:
+            result = fn()
+        except Exception as exc:
+            aio_loop.call_soon_threadsafe(future.set_exception, exc)
+        else:
+            aio_loop.call_soon_threadsafe(future.set_result, result)
+
+    to_trio(token, call)
+    return future
+
+
+class _Commands:
+    """``/agent list|current|select`` (VoxBridge's wording: ⭐ default, 🔌 discord enabled)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def list(self, guild_id: int | None) -> str:
+        fleet = self._ctx.fleet
+        default = fleet.default_agent_id()
+        active = fleet.active_agent_id(guild_id) if guild_id is not None else None
+        lines = []
+        for agent in sorted(fleet.agents().values(), key=lambda a: a.name.casefold()):
+            marks = ("⭐" if agent.id == default else "") + (
+                "🔌" if "discord" in agent.enabled_plugins else ""
+            )
+            here = " ← active here" if agent.id == active else ""
+            about = f" — {reveal(agent.description)}" if agent.description else ""
+            lines.append(f"{marks} **{agent.name}**{about}{here}".strip())
+        return "\n".join(lines) or "No agents are loaded."
+
+    def current(self, guild_id: int | None) -> str:
+        fleet = self._ctx.fleet
+        if guild_id is None:
+            return f"In DMs I answer as **{self._ctx.agent.name}**."
+        agent_id = fleet.active_agent_id(guild_id)
+        agent = fleet.agents().get(agent_id or "")
+        if agent is None:
+            return "No agent is active here: pick one with `/agent select`."
+        how = "selected here" if fleet.selected_agent_id(guild_id) == agent.id else "default"
+        return f"The active agent here is **{agent.name}** ({how})."
+
+    def select(self, guild_id: int | None, name: str) -> str:
+        if guild_id is None:
+            return "Selections apply to servers; in DMs every agent answers for itself."
+        fleet = self._ctx.fleet
+        wanted = name.strip().casefold()
+        agent = next((a for a in fleet.agents().values() if a.name.casefold() == wanted), None)
+        if agent is None:
+            return f"No agent is called **{name}**: see `/agent list`."
+        if "discord" not in agent.enabled_plugins:
+            return f"**{agent.name}** has no Discord bot enabled: pick an agent marked 🔌."
+        fleet.select(guild_id, agent.id)
+        return f"✅ **{agent.name}** now answers in this server."
+
+
+def _make_bot(
+    ctx: Context,
+    token: trio.lowlevel.TrioToken,
+    deliver: Callable[[_Incoming], None],
+    became_ready: Callable[[], None],
+) -> commands.InteractionBot:
+    """The disnake client for one attempt; call on the asyncio loop (it binds to it)."""
+    intents = disnake.Intents(
+        guilds=True, guild_messages=True, dm_messages=True, message_content=True
+    )
+    bot = commands.InteractionBot(intents=intents, guild_ready_timeout=2.0)
+    watched = {int(c) for c in ctx.config.settings.get("channels", ())}
+    replies = _Commands(ctx)
+
+    @bot.event
+    async def on_ready() -> None:
+        to_trio(token, became_ready)
+
+    @bot.event
+    async def on_message(message: disnake.Message) -> None:
+        me = bot.user
+        if me is None or message.author.bot or message.author.id == me.id:
+            return
+        is_dm = message.guild is None
+        mentioned = any(u.id == me.id for u in message.mentions)
+        if not (is_dm or mentioned or message.channel.id in watched):
+            return
+        text = _MENTION.sub(
+            lambda m: "" if int(m.group(1)) == me.id else m.group(0), message.content
+        ).strip()
+        item = _Incoming(
+            message=message,
+            channel_id=message.channel.id,
+            guild_id=message.guild.id if message.guild else None,
+            author_id=message.author.id,
+            author_name=message.author.display_name,
+            text=text,
+            addressed=is_dm or mentioned,
+        )
+        to_trio(token, lambda: deliver(item))
+
+    @bot.slash_command(name="agent", description="Which agent answers here")
+    async def agent(inter: Inter) -> None:
+        pass
+
+    def guild_of(inter: Inter) -> int | None:
+        guild_id: int | None = inter.guild_id
+        return guild_id
+
+    @agent.sub_command(name="list", description="The agents (⭐ default, 🔌 on Discord)")
+    async def agent_list(inter: Inter) -> None:
+        text = await _from_trio(token, lambda: replies.list(guild_of(inter)))
+        await inter.response.send_message(split_message(text)[0] if text else "—")
+
+    @agent.sub_command(name="current", description="The agent answering in this server")
+    async def agent_current(inter: Inter) -> None:
+        text = await _from_trio(token, lambda: replies.current(guild_of(inter)))
+        await inter.response.send_message(text)
+
+    @agent.sub_command(name="select", description="Choose the agent answering in this server")
+    async def agent_select(inter: Inter, name: str) -> None:
+        text = await _from_trio(token, lambda: replies.select(guild_of(inter), name))
+        await inter.response.send_message(text)
+
+    return bot
+
+
+async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    """Keep the agent's bot online until cancelled.
+
+    Raises:
+        PermanentFailure: the token is invalid (401, close 4004) or a privileged intent is not
+            enabled for the bot (close 4014).
+    """
+    api_base = ctx.options.get("discord_api_base")
+    if api_base:
+        # Class-wide in disnake: every bot of this process talks to the same API anyway.
+        disnake.http.Route.BASE = str(api_base).rstrip("/")
+    secret = ctx.config.settings["bot_token"]
+    token = trio.lowlevel.current_trio_token()
+    channels: dict[int, _Channel] = {}
+    ready = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+
+        def deliver(item: _Incoming) -> None:  # runs in the Trio thread
+            state = channels.get(item.channel_id)
+            if state is None:
+                send, receive = trio.open_memory_channel[_Incoming](QUEUE_LIMIT)
+                state = channels[item.channel_id] = _Channel(send)
+                nursery.start_soon(_serve_channel, ctx, state, receive)
+            try:
+                state.inbox.send_nowait(item)
+            except trio.WouldBlock:
+                ctx.count("messages_dropped")
+                ctx.log.warning(
+                    "⚠️ channel %s: %d messages waiting already; one dropped",
+                    item.channel_id,
+                    QUEUE_LIMIT,
+                )
+
+        def became_ready() -> None:
+            if not ready.is_set():
+                ready.set()
+                task_status.started()
+
+        bot_holder: list[commands.InteractionBot] = []
+
+        async def main() -> None:  # on the asyncio loop
+            bot = _make_bot(ctx, token, deliver, became_ready)
+            bot_holder.append(bot)
+            try:
+                await bot.start(secret.reveal(), reconnect=True)
+            finally:
+                if not bot.is_closed():
+                    await bot.close()
+
+        try:
+            await run_on_loop(main, grace=ctx.grace)
+        except disnake.LoginFailure:
+            raise PermanentFailure(
+                "Discord rejected the bot token (401): reset it in the "
+                "Developer Portal and put the new one in the file"
+            ) from None
+        except disnake.PrivilegedIntentsRequired:
+            raise PermanentFailure(_INTENTS_HELP) from None
+        except disnake.ConnectionClosed as exc:
+            if exc.code == 4004:
+                raise PermanentFailure(
+                    "Discord closed the gateway with 4004 (authentication "
+                    "failed): the bot token is invalid"
+                ) from None
+            if exc.code == 4014:
+                raise PermanentFailure(_INTENTS_HELP) from None
+            raise
+        raise RuntimeError("the Discord client stopped by itself")
+
+
+async def _serve_channel(
+    ctx: Context, state: _Channel, inbox: trio.MemoryReceiveChannel[_Incoming]
+) -> None:
+    """Answer one channel's messages in order, one at a time."""
+    async for item in inbox:
+        if not item.addressed and (
+            item.guild_id is None or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
+        ):
+            continue  # an ambient message for another agent
+        await _answer(ctx, state, item)
+
+
+async def _typing(message: disnake.Message) -> None:
+    while True:
+        await run_on_loop(lambda: message.channel.trigger_typing())
+        await trio.sleep(TYPING_EVERY)
+
+
+async def _answer(ctx: Context, state: _Channel, item: _Incoming) -> None:
+    agent = ctx.agent
+    history = state.history
+    question = Turn("user", item.text)
+    recent = list(history)[-agent.history :] if agent.history else []
+    turns = [*recent, question]
+    message = Message(
+        session_id=f"discord:{item.channel_id}",
+        user_id=str(item.author_id),
+        username=item.author_name,
+        text=item.text,
+    )
+    started = trio.current_time()
+    async with trio.open_nursery() as typing:
+        typing.start_soon(_typing, item.message)
+        try:
+            reply = (await think(ctx, message, turns)).strip()
+            if not reply:
+                raise BrainError("the brain answered with an empty message")
+        except BrainError as exc:
+            ctx.count("brain_errors")
+            ctx.log.error("❌ could not answer in channel %s: %s", item.channel_id, exc)
+            ctx.note(f"last brain error: {exc}")
+            reply = ""
+        finally:
+            typing.cancel_scope.cancel()
+    ctx.count("brain_ms", round(1000 * (trio.current_time() - started)))
+    if reply:
+        history.append(question)
+        history.append(Turn("assistant", reply))
+    await _send(item.message, split_message(reply) if reply else [APOLOGY])
+    ctx.count("messages")
+
+
+async def _send(message: disnake.Message, parts: list[str]) -> None:
+    first, *rest = parts
+    await run_on_loop(lambda: message.reply(first, mention_author=False))
+    for part in rest:
+        await run_on_loop(lambda p=part: message.channel.send(p))  # type: ignore[misc]
