@@ -44,13 +44,31 @@ class Plan:
         return self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
 
 
+@dataclass(kw_only=True)
+class _Recorder:
+    """Requests received, and a way to wait for them."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    _arrived: trio.Event = field(default_factory=trio.Event)
+
+    def record(self, body: dict[str, Any]) -> None:
+        self.requests.append(body)
+        self._arrived.set()
+        self._arrived = trio.Event()
+
+    async def wait_requests(self, count: int, limit_s: float = 10.0) -> None:
+        """Wait until ``count`` requests have arrived."""
+        with trio.fail_after(limit_s):
+            while len(self.requests) < count:
+                await self._arrived.wait()
+
+
 @dataclass
-class FakeLLM:
+class FakeLLM(_Recorder):
     """``POST /v1/chat/completions``: streams SSE when asked to stream (or JSON when
     ``stream_ok`` is False), honours a planned status, Retry-After and delay."""
 
     plan: Plan = field(default_factory=Plan)
-    requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     stream_ok: bool = True
     base_url: str = ""
@@ -60,8 +78,8 @@ class FakeLLM:
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append(body)
         self.headers.append(dict(request.headers))
+        self.record(body)
         step = self.plan.next()
         if step.get("delay"):
             await trio.sleep(step["delay"])
@@ -84,18 +102,17 @@ class FakeLLM:
 
 
 @dataclass
-class FakeN8n:
+class FakeN8n(_Recorder):
     """``POST /webhook/<path>``: answers with the planned body (any JSON shape or plain text)."""
 
     plan: Plan = field(default_factory=lambda: Plan([{"json": {"output": "from n8n"}}]))
-    requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/webhook/{path}", self._hook, methods=["POST"])])
 
     async def _hook(self, request: Request) -> Response:
-        self.requests.append(await request.json())
+        self.record(await request.json())
         step = self.plan.next()
         if step.get("delay"):
             await trio.sleep(step["delay"])

@@ -4,6 +4,7 @@ import voxbridge
 def test_public_api_is_curated() -> None:
     assert voxbridge.__all__ == [
         "Agent",
+        "BrainError",
         "ConfigError",
         "Context",
         "DecryptError",

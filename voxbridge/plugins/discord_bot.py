@@ -260,6 +260,7 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
             finally:
                 if not bot.is_closed():
                     await bot.close()
+                _cancel_leftovers(bot)
 
         try:
             await run_on_loop(main, grace=ctx.grace)
@@ -280,6 +281,19 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
                 raise PermanentFailure(_INTENTS_HELP) from None
             raise
         raise RuntimeError("the Discord client stopped by itself")
+
+
+def _cancel_leftovers(bot: commands.InteractionBot) -> None:
+    """Cancel the tasks disnake left behind for ``bot`` on the shared loop.
+
+    InteractionBot schedules its command sync at login to wait for the first connection; when
+    the login fails or the bot closes first, that task would wait forever (and be reported as
+    destroyed while pending). Other bots' tasks on the loop are left alone.
+    """
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is not None and frame.f_locals.get("self") is bot and not task.done():
+            task.cancel()
 
 
 async def _serve_channel(

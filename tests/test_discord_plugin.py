@@ -1,0 +1,393 @@
+"""The discord plugin end to end: the real runtime and the real disnake client against a
+Discord-compatible server, an OpenAI-compatible LLM and an n8n-like webhook, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.fake_brains import FakeLLM, FakeN8n, Plan, start_fake
+from tests.fake_discord import FakeDiscord, RecordedRequest
+from tests.runtime_helpers import options, wait_state, wait_until, write
+from voxbridge import testing
+from voxbridge.plugins.discord_bot import APOLOGY
+from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.state import ActorState
+from voxbridge.secrets.crypto import seal
+from voxbridge.secrets.keys import PublicKey, generate_key_pair
+
+GUILD, GENERAL, OTHER = 880000000000000001, 880000000000000002, 880000000000000003
+ANN = 7001
+
+
+class Rig:
+    """A fake Discord, LLM and n8n, keys, and a runtime over tmp_path/agents.d."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.discord = FakeDiscord()
+        self.discord.add_guild(GUILD, "Guild", [GENERAL, OTHER])
+        self.llm = FakeLLM(Plan([{"reply": "hello from the llm"}]))
+        self.n8n = FakeN8n()
+        self.public: PublicKey = generate_key_pair(tmp_path / "keys", "k")
+        self.rt: Runtime | None = None
+
+    async def servers(self, nursery: trio.Nursery) -> None:
+        """Start the fake Discord, LLM and n8n (before writing agents: they need the URLs)."""
+        await nursery.start(self.discord.serve)
+        await start_fake(nursery, self.llm)
+        await start_fake(nursery, self.n8n)
+
+    async def start(self, nursery: trio.Nursery, **run_options: Any) -> Runtime:
+        """Start the runtime over the agent files written so far."""
+        opts = options(self.tmp, discord_api_base=self.discord.base_url, **run_options)
+        self.rt = await nursery.start(
+            lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+        )
+        return self.rt
+
+    def agent(
+        self, agent_id: str, token: str, *, extra: str = "", channels: str = "[]", n8n: str = ""
+    ) -> Path:
+        """Write an agent whose bot logs in with ``token`` and thinks with the fake LLM."""
+        sealed = seal(token, self.public.key, "plugins.discord.bot_token")
+        text = (
+            f"name: {agent_id.title()}\n{extra}"
+            f"llm: {{base_url: '{self.llm.base_url}/v1', model: m, timeout: 5s}}\n"
+            f"plugins:\n  discord:\n    bot_token: {sealed}\n    channels: {channels}\n"
+        )
+        if n8n:
+            url = seal(
+                f"{self.n8n.base_url}/webhook/hook", self.public.key, "plugins.n8n.webhook_url"
+            )
+            text += f"  n8n:\n    webhook_url: {url}\n    mode: {n8n}\n"
+        return write(self.tmp, f"{agent_id}.yaml", text)
+
+    def replies(self, channel: int, token: str | None = None) -> list[RecordedRequest]:
+        return [
+            r
+            for r in self.discord.requests
+            if r.method == "POST"
+            and r.path == f"/channels/{channel}/messages"
+            and (token is None or r.token == token)
+        ]
+
+
+async def ready(rig: Rig, agent_id: str) -> None:
+    assert rig.rt is not None
+    await wait_state(rig.rt, (agent_id, "discord"), ActorState.RUNNING)
+
+
+async def test_mentions_and_dms_get_answers_in_the_agents_voice(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", extra="system_prompt: You are A.\nhistory: 4\n")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        msg = await rig.discord.send_message(
+            "tok-a",
+            content="<@101> hi there",
+            author_id=ANN,
+            author_name="ann",
+            guild_id=GUILD,
+            channel_id=GENERAL,
+            mentions=[101],
+        )
+        reply = await rig.discord.wait_for(lambda r: r in rig.replies(GENERAL))
+        assert reply.json["content"] == "hello from the llm"
+        assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+        assert any(r.path == f"/channels/{GENERAL}/typing" for r in rig.discord.requests)
+        assert rig.llm.requests[0]["messages"] == [
+            {"role": "system", "content": "You are A."},
+            {"role": "user", "content": "hi there"},
+        ]
+
+        # A DM, then a second DM: the history carries the first exchange.
+        await rig.discord.send_message(
+            "tok-a", content="and you?", author_id=ANN, author_name="ann"
+        )
+        await rig.llm.wait_requests(2)
+        await rig.discord.send_message("tok-a", content="third", author_id=ANN, author_name="ann")
+        await rig.llm.wait_requests(3)
+        assert [m["content"] for m in rig.llm.requests[2]["messages"]] == [
+            "You are A.",
+            "and you?",
+            "hello from the llm",
+            "third",
+        ]
+        # Its own messages and other bots' are ignored; ambient messages outside `channels` too.
+        await rig.discord.send_message(
+            "tok-a",
+            content="from me",
+            author_id=101,
+            author_name="BotA",
+            guild_id=GUILD,
+            channel_id=GENERAL,
+        )
+        await rig.discord.send_message(
+            "tok-a",
+            content="not for you",
+            author_id=ANN,
+            author_name="ann",
+            guild_id=GUILD,
+            channel_id=OTHER,
+        )
+        await trio.sleep(0.3)
+        assert len(rig.llm.requests) == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_ambient_messages_go_to_the_active_agent_only(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.discord.add_bot("tok-b", user_id=102, name="BotB")
+    rig.discord.add_bot("tok-c", user_id=103, name="BotC")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", extra="default: true\n", channels=f"['{GENERAL}']")
+        rig.agent("b", "tok-b", channels=f"[{GENERAL}]")
+        rig.agent("c", "tok-c")  # three bots online at once
+        await rig.start(nursery)
+        for agent_id in "abc":
+            await ready(rig, agent_id)
+
+        async def ambient(text: str) -> None:
+            for token in ("tok-a", "tok-b"):  # every bot in the guild sees the message
+                await rig.discord.send_message(
+                    token,
+                    content=text,
+                    author_id=ANN,
+                    author_name="ann",
+                    guild_id=GUILD,
+                    channel_id=GENERAL,
+                )
+
+        await ambient("anyone?")
+        await rig.discord.wait_until(lambda: len(rig.replies(GENERAL)) == 1)
+        await trio.sleep(0.3)
+        assert [r.token for r in rig.replies(GENERAL)] == ["tok-a"]  # the default agent
+
+        # /agent select through INTERACTION_CREATE, on b's bot.
+        await rig.discord.wait_until(lambda: bool(rig.discord._bot("tok-b").commands))
+        await rig.discord.send_interaction(
+            "tok-b",
+            guild_id=GUILD,
+            channel_id=GENERAL,
+            user_id=ANN,
+            subcommand="select",
+            options={"name": "b"},
+        )
+        answer = await rig.discord.wait_for(lambda r: r.path.endswith("/callback"))
+        assert answer.json["data"]["content"] == "✅ **B** now answers in this server."
+        await ambient("now?")
+        await rig.discord.wait_until(lambda: len(rig.replies(GENERAL)) == 2)
+        await trio.sleep(0.3)
+        assert [r.token for r in rig.replies(GENERAL)] == ["tok-a", "tok-b"]
+        assert rig.rt is not None
+        assert rig.rt.selections.get(GUILD) == "b"
+        nursery.cancel_scope.cancel()
+
+
+async def test_agent_list_and_current(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", extra="default: true\ndescription: The first\n")
+        write(tmp_path, "quiet.yaml", "name: Quiet\n")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        await rig.discord.wait_until(lambda: bool(rig.discord._bot("tok-a").commands))
+        for sub, expected in (
+            ("list", "⭐🔌 **A** — The first ← active here\n**Quiet**"),
+            ("current", "The active agent here is **A** (default)."),
+        ):
+            await rig.discord.send_interaction(
+                "tok-a", guild_id=GUILD, channel_id=GENERAL, user_id=ANN, subcommand=sub
+            )
+            answer = await rig.discord.wait_for(
+                lambda r, s=sub: r.path.endswith("/callback") and r not in getattr(rig, "seen", [])
+            )
+            rig.seen = [*getattr(rig, "seen", []), answer]  # type: ignore[attr-defined]
+            assert answer.json["data"]["content"] == expected
+        await rig.discord.send_interaction(
+            "tok-a",
+            guild_id=GUILD,
+            channel_id=GENERAL,
+            user_id=ANN,
+            subcommand="select",
+            options={"name": "QUIET"},
+        )
+        answer = await rig.discord.wait_for(
+            lambda r: r.path.endswith("/callback") and r not in rig.seen
+        )  # type: ignore[attr-defined]
+        assert answer.json["data"]["content"] == (
+            "**Quiet** has no Discord bot enabled: pick an agent marked 🔌."
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def test_edits_prompt_live_token_reconnects_delete_disconnects(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    bot = rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.discord.add_bot("tok-a2", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        path = rig.agent("a", "tok-a", extra="system_prompt: first\n")
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+        assert bot.identifies == 1
+
+        # The prompt changes: same connection, the next answer uses the new prompt.
+        path.write_text(path.read_text().replace("first", "second"))
+        await wait_until(rt, lambda: rt.index.get("a").system_prompt == "second")  # type: ignore[union-attr]
+        await rig.discord.send_message("tok-a", content="hi", author_id=ANN, author_name="ann")
+        await rig.llm.wait_requests(1)
+        assert rig.llm.requests[0]["messages"][0]["content"] == "second"
+        assert bot.identifies == 1 and rig.discord.connected("tok-a")
+
+        # The token changes: the bot reconnects with the new one.
+        rig.agent("a", "tok-a2", extra="system_prompt: second\n")
+        await rig.discord.wait_until(
+            lambda: rig.discord.connected("tok-a2") and not rig.discord.connected("tok-a")
+        )
+
+        # The file goes: the bot disconnects.
+        path.unlink()
+        await rig.discord.wait_until(lambda: not rig.discord.connected("tok-a2"))
+        await wait_until(rt, lambda: rt.table.get(("a", "discord")) is None)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("how", ["401", "4004", "4014"])
+async def test_permanent_failures_are_parked_after_one_attempt(tmp_path: Path, how: str) -> None:
+    rig = Rig(tmp_path)
+    if how != "401":
+        rig.discord.add_bot("tok-x", user_id=101, name="BotX", close_on_identify=int(how))
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("x", "tok-x")
+        rt = await rig.start(nursery)
+        await wait_state(rt, ("x", "discord"), ActorState.FAILED)
+        status = rt.table.get(("x", "discord"))
+        assert status is not None
+        expected = {
+            "401": "rejected the bot token (401)",
+            "4004": "4004",
+            "4014": "Message Content Intent",
+        }[how]
+        assert expected in (status.last_error or "")
+        assert status.restarts == 0
+        logins = [r for r in rig.discord.requests if r.path == "/users/@me"]
+        await trio.sleep(1.5)  # well past the first backoff (1 s): still no second attempt
+        assert len([r for r in rig.discord.requests if r.path == "/users/@me"]) == len(logins)
+        nursery.cancel_scope.cancel()
+
+
+async def test_llm_down_falls_back_to_n8n_and_failures_apologise(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([{"status": 500}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.discord.add_bot("tok-b", user_id=102, name="BotB")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.discord.serve)
+        await start_fake(nursery, rig.llm)
+        await start_fake(nursery, rig.n8n)
+        rig.agent("a", "tok-a", n8n="fallback")
+        rig.agent("b", "tok-b")  # no n8n: the user gets the apology
+        opts = options(tmp_path, discord_api_base=rig.discord.base_url)
+        rig.rt = await nursery.start(
+            lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+        )
+        await ready(rig, "a")
+        await ready(rig, "b")
+        await wait_state(rig.rt, ("a", "n8n"), ActorState.RUNNING)
+        await rig.discord.send_message("tok-a", content="help", author_id=ANN, author_name="ann")
+        reply = await rig.discord.wait_for(
+            lambda r: r.method == "POST" and r.token == "tok-a" and r.path.endswith("/messages"),
+            limit_s=15,
+        )
+        assert reply.json["content"] == "from n8n"
+        assert rig.n8n.requests[0]["text"] == "help"
+        await rig.discord.send_message("tok-b", content="help", author_id=ANN, author_name="ann")
+        reply = await rig.discord.wait_for(
+            lambda r: r.method == "POST" and r.token == "tok-b" and r.path.endswith("/messages"),
+            limit_s=15,
+        )
+        assert reply.json["content"] == APOLOGY
+        status = rig.rt.table.get(("b", "discord"))
+        assert status is not None
+        assert "HTTP 500" in (status.detail or "")
+        assert rig.rt.table.counters(("b", "discord"))["brain_errors"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_n8n_primary_answers_instead_of_the_llm(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.n8n.plan = Plan([{"json": [{"output": "workflow says hi"}]}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.discord.serve)
+        await start_fake(nursery, rig.llm)
+        await start_fake(nursery, rig.n8n)
+        rig.agent("a", "tok-a", n8n="primary")
+        opts = options(tmp_path, discord_api_base=rig.discord.base_url)
+        rig.rt = await nursery.start(
+            lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+        )
+        await wait_state(rig.rt, ("a", "n8n"), ActorState.RUNNING)
+        await ready(rig, "a")
+        await rig.discord.send_message("tok-a", content="hey", author_id=ANN, author_name="ann")
+        reply = await rig.discord.wait_for(
+            lambda r: r.method == "POST" and r.path.endswith("/messages")
+        )
+        assert reply.json["content"] == "workflow says hi"
+        assert rig.llm.requests == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_brain_is_cancelled_by_a_file_edit(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([{"delay": 30, "reply": "too late"}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        path = rig.agent("a", "tok-a")
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+        await rig.discord.send_message("tok-a", content="hi", author_id=ANN, author_name="ann")
+        await rig.llm.wait_requests(1)
+        # The plugin section changes (channels): the actor restarts, the pending answer goes.
+        bot = rig.discord._bot("tok-a")
+        path.write_text(path.read_text().replace("channels: []", f"channels: [{OTHER}]"))
+        await rig.discord.wait_until(lambda: bot.identifies == 2, limit_s=10)
+        await wait_state(rt, ("a", "discord"), ActorState.RUNNING)
+        assert [
+            r for r in rig.discord.requests if r.path.endswith("/messages") and r.method == "POST"
+        ] == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_long_replies_are_split(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([{"reply": ("word " * 500).strip()}])  # 2,499 characters
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        msg = await rig.discord.send_message(
+            "tok-a", content="talk", author_id=ANN, author_name="ann"
+        )
+        await rig.discord.wait_until(lambda: len(rig.replies(int(msg["channel_id"]))) == 2)
+        first, second = rig.replies(int(msg["channel_id"]))
+        assert len(first.json["content"]) <= 2000
+        assert "message_reference" in first.json and "message_reference" not in second.json
+        assert (first.json["content"] + " " + second.json["content"]).split() == ["word"] * 500
+        nursery.cancel_scope.cancel()
