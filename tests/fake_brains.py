@@ -7,6 +7,7 @@ records the requests it received and answers as it is told (a reply, a status, a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,9 +50,12 @@ class _Recorder:
     """Requests received, and a way to wait for them."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    """``time.perf_counter()`` at each request's arrival."""
     _arrived: trio.Event = field(default_factory=trio.Event)
 
     def record(self, body: dict[str, Any]) -> None:
+        self.times.append(time.perf_counter())
         self.requests.append(body)
         self._arrived.set()
         self._arrived = trio.Event()

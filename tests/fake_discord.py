@@ -129,6 +129,8 @@ class RecordedRequest:
     status: int
     handled: bool
     """False for a route the fake does not implement (answered 404)."""
+    at: float = 0.0
+    """``time.perf_counter()`` when the request arrived (benchmarks measure with it)."""
 
 
 @dataclass(frozen=True)
@@ -748,6 +750,7 @@ class FakeDiscord:
         """Wrap ``handler`` (None: the fallback for unknown routes) to parse, answer, record."""
 
         async def endpoint(request: Request) -> Response:
+            arrived = time.perf_counter()
             body = await request.body()
             is_json = request.headers.get("content-type", "").startswith("application/json")
             call = _Call(request, json.loads(body) if body and is_json else None, None)
@@ -775,6 +778,7 @@ class FakeDiscord:
                     token=call.token,
                     status=response.status_code,
                     handled=handler is not None,
+                    at=arrived,
                 )
             )
             self._notify()

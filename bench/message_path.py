@@ -1,0 +1,177 @@
+"""Benchmark: the message path (issue 4) — gateway MESSAGE_CREATE → brain request → reply POST.
+
+``voxbridge run`` runs as a subprocess against a Discord-compatible server and a zero-latency
+OpenAI-compatible LLM, both in this process on 127.0.0.1 (tests/fake_discord.py,
+tests/fake_brains.py). For each message, timestamps taken here (one clock):
+
+* dispatch → brain request: the gateway event is sent; the LLM request arrives;
+* brain request → reply: the LLM request arrives; the reply POST arrives (this includes the
+  rest of the loopback HTTP round trip to the brain).
+
+The overhead is the total less the brain's own round trip, measured here with a plain httpx
+client against the same zero-latency server (its median).
+
+    python bench/message_path.py [--messages 1000] [--bots 1,50]
+
+Prints p50/p95 for each bot count, and a JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fake_brains import FakeLLM, Plan, start_fake
+from tests.fake_discord import FakeDiscord, RecordedRequest
+from voxbridge.secrets.crypto import seal
+from voxbridge.secrets.keys import generate_key_pair
+
+GUILD, CHANNEL = 880000000000000001, 880000000000000002
+USER = 7001
+
+
+def _reply_since(discord: FakeDiscord, index: int) -> RecordedRequest | None:
+    for r in discord.requests[index:]:
+        if r.method == "POST" and r.path.endswith("/messages"):
+            return r
+    return None
+
+
+async def _brain_round_trip(base_url: str, n: int) -> list[float]:
+    """What one zero-latency brain request costs a client here: the part of the path that is
+    the brain's, not voxbridge's (same request shape, same pooled-connection reuse)."""
+    times = []
+    body = {"model": "m", "messages": [{"role": "user", "content": "m"}], "stream": True}
+    async with httpx.AsyncClient() as client:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = await client.post(f"{base_url}/v1/chat/completions", json=body)
+            r.raise_for_status()
+            times.append(time.perf_counter() - t0)
+    return times[20:]
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+async def measure(bots: int, messages: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        public = generate_key_pair(root / "keys", "bench")
+        (root / "agents.d").mkdir()
+        discord = FakeDiscord()
+        discord.add_guild(GUILD, "Bench", [CHANNEL])
+        llm = FakeLLM(Plan([{"reply": "ok"}]), stream_ok=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(discord.serve)
+            await start_fake(nursery, llm)
+            for i in range(bots):
+                token = f"bench-token-{i}"
+                discord.add_bot(token, user_id=100 + i, name=f"Bot{i}")
+                sealed = seal(token, public.key, "plugins.discord.bot_token")
+                (root / "agents.d" / f"agent-{i:03d}.yaml").write_text(
+                    f"name: Agent {i}\nllm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
+                    f"plugins:\n  discord:\n    bot_token: {sealed}\n"
+                )
+            proc = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "voxbridge",
+                    "run",
+                    "--listen",
+                    "none",
+                    "--log-level",
+                    "warning",
+                    "--discord-api-base",
+                    discord.base_url,
+                ],
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                await discord.wait_until(
+                    lambda: all(discord.connected(f"bench-token-{i}") for i in range(bots)),
+                    limit_s=60,
+                )
+                await trio.sleep(2.5)  # every bot past guild_ready_timeout: READY for real
+                to_brain, to_reply, total = [], [], []
+                for n in range(messages + 20):  # the first 20 warm connections up
+                    seen = len(discord.requests)
+                    t0 = time.perf_counter()
+                    await discord.send_message(
+                        "bench-token-0", content=f"m{n}", author_id=USER, author_name="ann"
+                    )
+                    await llm.wait_requests(n + 1)
+                    await discord.wait_until(
+                        lambda s=seen: _reply_since(discord, s) is not None, limit_s=10
+                    )
+                    reply = _reply_since(discord, seen)
+                    assert reply is not None
+                    if n >= 20:
+                        to_brain.append(llm.times[n] - t0)
+                        to_reply.append(reply.at - llm.times[n])
+                        total.append(reply.at - t0)
+            finally:
+                proc.terminate()
+                await proc.wait()
+            rtt = await _brain_round_trip(llm.base_url, 300)
+            nursery.cancel_scope.cancel()
+    ms = 1000.0
+    own = [t - statistics.median(rtt) for t in total]
+    return {
+        f"bots{bots}_brain_rtt_p50_ms": ms * statistics.median(rtt),
+        f"bots{bots}_overhead_p50_ms": ms * statistics.median(own),
+        f"bots{bots}_overhead_p95_ms": ms * pct(own, 95),
+        f"bots{bots}_to_brain_p50_ms": ms * pct(to_brain, 50),
+        f"bots{bots}_to_brain_p95_ms": ms * pct(to_brain, 95),
+        f"bots{bots}_brain_to_reply_p50_ms": ms * pct(to_reply, 50),
+        f"bots{bots}_brain_to_reply_p95_ms": ms * pct(to_reply, 95),
+        f"bots{bots}_total_p50_ms": ms * statistics.median(total),
+        f"bots{bots}_total_p95_ms": ms * pct(total, 95),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--bots", default="1,50")
+    args = ap.parse_args()
+    results: dict[str, float] = {}
+    print(
+        "| bots | dispatch → brain p50 / p95 (ms) | brain → reply p50 / p95 (ms) "
+        "| total p50 / p95 (ms) | brain round trip p50 (ms) | overhead p50 / p95 (ms) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for bots in (int(b) for b in args.bots.split(",")):
+        r = trio.run(measure, bots, args.messages)
+        results.update(r)
+        b = f"bots{bots}_"
+        print(
+            f"| {bots} | {r[b + 'to_brain_p50_ms']:.2f} / {r[b + 'to_brain_p95_ms']:.2f} | "
+            f"{r[b + 'brain_to_reply_p50_ms']:.2f} / {r[b + 'brain_to_reply_p95_ms']:.2f} | "
+            f"{r[b + 'total_p50_ms']:.2f} / {r[b + 'total_p95_ms']:.2f} | "
+            f"{r[b + 'brain_rtt_p50_ms']:.2f} | "
+            f"{r[b + 'overhead_p50_ms']:.2f} / {r[b + 'overhead_p95_ms']:.2f} |"
+        )
+    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
