@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 
@@ -92,17 +91,20 @@ class FakeLLM(_Recorder):
             return JSONResponse({"error": "planned"}, status_code=step["status"], headers=headers)
         reply = str(step.get("reply", ""))
         if body.get("stream") and self.stream_ok:
-            return StreamingResponse(self._sse(reply), media_type="text/event-stream")
+            # The whole event stream in one body: an async generator here would be left
+            # unfinished (and warned about) whenever a test cancels mid-answer.
+            return Response(self._sse(reply), media_type="text/event-stream")
         return JSONResponse({"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
     @staticmethod
-    async def _sse(reply: str) -> AsyncIterator[bytes]:
-        yield b": a comment line, ignored\n\n"
+    def _sse(reply: str) -> bytes:
+        events = [b": a comment line, ignored\n\n"]
         for word in reply.split(" "):
             chunk = {"choices": [{"delta": {"content": word + " "}}]}
-            yield f"data: {json.dumps(chunk)}\n\n".encode()
-        yield b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n'
-        yield b"data: [DONE]\n\n"
+            events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+        events.append(b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n')
+        events.append(b"data: [DONE]\n\n")
+        return b"".join(events)
 
 
 @dataclass

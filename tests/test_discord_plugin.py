@@ -392,3 +392,25 @@ async def test_long_replies_are_split(tmp_path: Path) -> None:
         assert "message_reference" in first.json and "message_reference" not in second.json
         assert (first.json["content"] + " " + second.json["content"]).split() == ["word"] * 500
         nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_channel_queues_in_order_up_to_a_bound(tmp_path: Path) -> None:
+    from voxbridge.plugins.discord_bot import QUEUE_LIMIT
+
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([{"delay": 1, "reply": "first"}, {"reply": "next"}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a")
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+        for n in range(QUEUE_LIMIT + 3):  # one being answered, QUEUE_LIMIT waiting, two too many
+            await rig.discord.send_message(
+                "tok-a", content=f"m{n}", author_id=ANN, author_name="ann"
+            )
+        await rig.llm.wait_requests(QUEUE_LIMIT + 1, limit_s=20)
+        asked = [r["messages"][-1]["content"] for r in rig.llm.requests]
+        assert asked == [f"m{n}" for n in range(QUEUE_LIMIT + 1)]  # in order, none lost but...
+        assert rt.table.counters(("a", "discord"))["messages_dropped"] == 2  # ...the overflow
+        nursery.cancel_scope.cancel()
