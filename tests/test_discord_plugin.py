@@ -398,14 +398,18 @@ async def test_a_busy_channel_queues_in_order_up_to_a_bound(tmp_path: Path) -> N
     from voxbridge.plugins.discord_bot import QUEUE_LIMIT
 
     rig = Rig(tmp_path)
-    rig.llm.plan = Plan([{"delay": 1, "reply": "first"}, {"reply": "next"}])
+    rig.llm.plan = Plan([{"delay": 2, "reply": "first"}, {"reply": "next"}])
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
     async with trio.open_nursery() as nursery:
         await rig.servers(nursery)
         rig.agent("a", "tok-a")
         rt = await rig.start(nursery)
         await ready(rig, "a")
-        for n in range(QUEUE_LIMIT + 3):  # one being answered, QUEUE_LIMIT waiting, two too many
+        # One message being answered (the brain takes 2 s)...
+        await rig.discord.send_message("tok-a", content="m0", author_id=ANN, author_name="ann")
+        await rig.llm.wait_requests(1)
+        # ...then QUEUE_LIMIT that wait their turn, and two too many.
+        for n in range(1, QUEUE_LIMIT + 3):
             await rig.discord.send_message(
                 "tok-a", content=f"m{n}", author_id=ANN, author_name="ann"
             )
