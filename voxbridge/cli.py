@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long a stopping actor may take to clean up (default: 5s)",
     )
+
+    c = sub.add_parser("status", help="the running instance's agents and actors")
+    c.add_argument("--url", default="http://127.0.0.1:4900", help="the status server's URL")
+    c.add_argument("--api-token", metavar="TOKEN", help="the server's API token, if it has one")
+    c.add_argument("--json", action="store_true", help="print the API's JSON")
+    c.add_argument("--follow", action="store_true", help="then stream every change as it happens")
     return p
 
 
@@ -384,6 +390,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import show_status  # httpx: only for this command
+
+    return show_status(args.url, args.api_token, json_out=args.json, follow=args.follow)
+
+
 def state_inside(state_dir: Path, agents_dir: Path) -> bool:
     """Whether the state directory would sit inside agents.d (where it does not belong)."""
     state, agents = state_dir.resolve(), agents_dir.resolve()
@@ -400,6 +412,7 @@ _COMMANDS = {
     "schema": cmd_schema,
     "agents": cmd_agents,
     "run": cmd_run,
+    "status": cmd_status,
 }
 
 

@@ -95,6 +95,7 @@ class Context:
     _note: Callable[[str | None], None]
     _count: Callable[[str, int], None]
     _changed: Callable[[], Awaitable[None]]
+    _observe: Callable[[str, float], None] = lambda _name, _seconds: None
 
     @property
     def agent(self) -> Agent:
@@ -113,6 +114,10 @@ class Context:
     def count(self, name: str, n: int = 1) -> None:
         """Add to one of this actor's counters (exported as metrics)."""
         self._count(name, n)
+
+    def observe(self, name: str, seconds: float) -> None:
+        """Record a duration in the fleet-wide histogram ``name`` (``brain``: answer time)."""
+        self._observe(name, seconds)
 
     @contextlib.contextmanager
     def provide(self, service: object) -> Iterator[None]:

@@ -342,7 +342,7 @@ async def _answer(ctx: Context, state: _Channel, item: _Incoming) -> None:
             reply = ""
         finally:
             typing.cancel_scope.cancel()
-    ctx.count("brain_ms", round(1000 * (trio.current_time() - started)))
+    ctx.observe("brain", trio.current_time() - started)
     if reply:
         history.append(question)
         history.append(Turn("assistant", reply))

@@ -120,7 +120,11 @@ class Reconciler:
                 if path.parent != self.agents_dir or not is_agent_file(path.name):
                     outcomes.append("ignored")
                     continue
-                outcomes.append(await self._apply(path, self._read(path)))
+                started = trio.current_time()
+                outcome = await self._apply(path, self._read(path))
+                if outcome in ("loaded", "updated", "removed"):
+                    self._table.observe("reload", trio.current_time() - started)
+                outcomes.append(outcome)
             await self._retry_conflicts(applied)
         return outcomes
 

@@ -106,6 +106,7 @@ class Runtime:
         )
         self.ready = False
         self.stopping = False
+        self.status_url: str | None = None
         self._actors: dict[str, Actor] = {}
         self._changes: dict[str, trio.Event] = {}
         self._services: dict[ActorKey, object] = {}
@@ -192,6 +193,7 @@ class Runtime:
                 _note=lambda detail: self.table.note(key, detail),
                 _count=lambda name, n: self.table.count(key, name, n),
                 _changed=lambda: self._wait_change(agent.id),
+                _observe=self.table.observe,
             )
 
         return ActorSpec(key, self._actor(plugin), make_context, current)
@@ -263,8 +265,6 @@ async def serve(
     log.info(
         "🚀 Starting voxbridge on %s/ (plugin types: %s)", options.agents_dir, ", ".join(plugins)
     )
-    if options.listen is not None:
-        log.info("ℹ️ --listen %s: the status server is not in this version yet", options.listen)
     # One pooled client for the LLM calls of every agent, closed when serve() ends.
     async with (
         httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
@@ -272,6 +272,10 @@ async def serve(
     ):
         runtime = Runtime(options, nursery, plugins, http=http)
         nursery.start_soon(runtime.monitor.run)
+        if options.listen is not None:
+            from ..server.app import serve_status  # only runs that serve need starlette
+
+            runtime.status_url = await nursery.start(serve_status, runtime, options.listen)
         await nursery.start(
             functools.partial(watch, poll=options.poll),
             options.agents_dir,

@@ -20,7 +20,37 @@ import trio
 
 from ..errors import Problem
 
-__all__ = ["ActorKey", "ActorState", "ActorStatus", "Event", "StateTable", "Subscription"]
+__all__ = [
+    "ActorKey",
+    "ActorState",
+    "ActorStatus",
+    "Event",
+    "Histogram",
+    "StateTable",
+    "Subscription",
+]
+
+# Seconds: from a fast reload (ms) to a slow LLM answer (a minute).
+BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-bucket counts of observed durations (the Prometheus histogram shape)."""
+
+    buckets: tuple[float, ...] = BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                self.counts[i] += 1
+        self.counts[-1] += 1  # +Inf
+        self.total += seconds
+        self.n += 1
+
 
 ActorKey = tuple[str, str]  # (agent id, plugin type)
 
@@ -78,6 +108,7 @@ class Subscription:
     def _push(self, event: Event) -> None:
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
+            self._table.dropped_events += 1
         self._queue.append(event)
         self._wake.set()
 
@@ -107,6 +138,8 @@ class StateTable:
     _counters: dict[ActorKey, collections.Counter[str]] = field(default_factory=dict)
     _problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
     _subscribers: set[Subscription] = field(default_factory=set)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+    dropped_events: int = 0
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -149,6 +182,14 @@ class StateTable:
 
     def counters(self, key: ActorKey) -> Mapping[str, int]:
         return MappingProxyType(self._counters.get(key, collections.Counter()))
+
+    def observe(self, name: str, seconds: float) -> None:
+        """Record a duration (``reload``, ``brain``) for the metrics."""
+        self.histograms.setdefault(name, Histogram()).observe(seconds)
+
+    def totals(self, name: str) -> int:
+        """A counter summed over every actor (``messages``, ``brain_errors``...)."""
+        return sum(c.get(name, 0) for c in self._counters.values())
 
     def by_state(self) -> collections.Counter[ActorState]:
         return collections.Counter(s.state for s in self._actors.values())

@@ -1,0 +1,124 @@
+"""``/metrics``: the runtime's figures in the Prometheus text format.
+
+A collector reads the state table at scrape time (nothing is counted twice, nothing is kept in
+step by hand): actors by state, restarts, reloads and their latency, load errors, brain latency,
+messages, process CPU and RSS, Trio scheduling lag, dropped events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from ..runtime.state import ActorState
+
+if TYPE_CHECKING:
+    from ..runtime.run import Runtime
+
+__all__ = ["render_metrics"]
+
+
+class _RuntimeCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._rt
+        table = rt.table
+        states = GaugeMetricFamily("voxbridge_actors", "Actors by state", labels=["state"])
+        counts = table.by_state()
+        for state in ActorState:
+            states.add_metric([state.value], counts.get(state, 0))
+        yield states
+
+        up = GaugeMetricFamily(
+            "voxbridge_actor_up", "1 while the actor is running", labels=["agent", "plugin"]
+        )
+        restarts = CounterMetricFamily(
+            "voxbridge_actor_restarts", "Restarts after a crash", labels=["agent", "plugin"]
+        )
+        messages = CounterMetricFamily(
+            "voxbridge_messages", "Messages answered", labels=["agent", "plugin"]
+        )
+        brain_errors = CounterMetricFamily(
+            "voxbridge_brain_errors",
+            "Messages the brain could not answer",
+            labels=["agent", "plugin"],
+        )
+        for (agent, plugin), status in table.actors().items():
+            labels = [agent, plugin]
+            up.add_metric(labels, 1 if status.state == ActorState.RUNNING else 0)
+            restarts.add_metric(labels, status.restarts)
+            counters = table.counters((agent, plugin))
+            messages.add_metric(labels, counters.get("messages", 0))
+            brain_errors.add_metric(labels, counters.get("brain_errors", 0))
+        yield from (up, restarts, messages, brain_errors)
+
+        yield GaugeMetricFamily("voxbridge_agents", "Agents loaded", value=len(rt.index.by_id))
+        yield GaugeMetricFamily(
+            "voxbridge_load_errors", "Agent files that do not load", value=len(table.problems())
+        )
+        yield CounterMetricFamily(
+            "voxbridge_reloads", "File changes applied", value=rt.reconciler.applied
+        )
+        for name, help_text in (
+            ("reload", "File saved to change applied, seconds"),
+            ("brain", "Message to brain answer, seconds"),
+        ):
+            hist = table.histograms.get(name)
+            family = HistogramMetricFamily(f"voxbridge_{name}_seconds", help_text)
+            if hist is not None:
+                cumulative = [(str(b), c) for b, c in zip(hist.buckets, hist.counts, strict=False)]
+                cumulative.append(("+Inf", hist.counts[-1]))
+                family.add_metric([], cumulative, hist.total)
+            yield family
+        yield CounterMetricFamily(
+            "voxbridge_events_dropped",
+            "Events dropped for slow WebSocket clients",
+            value=table.dropped_events,
+        )
+
+        sample = rt.monitor.latest
+        yield GaugeMetricFamily(
+            "voxbridge_process_cpu_percent",
+            "Process CPU, % of one core, over the last sample",
+            value=sample.cpu_percent,
+        )
+        yield CounterMetricFamily(
+            "voxbridge_process_cpu_seconds", "Process CPU time", value=sample.cpu_seconds_total
+        )
+        yield GaugeMetricFamily(
+            "voxbridge_process_resident_memory_bytes", "Process RSS", value=sample.rss_bytes
+        )
+        yield GaugeMetricFamily(
+            "voxbridge_scheduling_lag_seconds",
+            "How late Trio woke a sleeping task (last tick)",
+            value=sample.lag_s,
+        )
+        yield GaugeMetricFamily(
+            "voxbridge_scheduling_lag_max_seconds",
+            "Worst scheduling lag over the last sample",
+            value=sample.lag_max_s,
+        )
+        yield GaugeMetricFamily(
+            "voxbridge_ready",
+            "1 once the first load is applied",
+            value=1 if rt.ready and not rt.stopping else 0,
+        )
+
+
+def render_metrics(runtime: Runtime) -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    registry = CollectorRegistry()
+    registry.register(_RuntimeCollector(runtime))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
