@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["agent_view", "agents_view", "create_app", "serve_status"]
 
 log = logging.getLogger("voxbridge.server")
+EVENT_BUFFER = 1000  # events a WebSocket client may fall behind by before the oldest are dropped
 _OPEN = frozenset({"/healthz", "/readyz"})
 
 
@@ -188,7 +189,7 @@ def create_app(runtime: Runtime) -> Starlette:
             await websocket.close(code=4401)
             return
         await websocket.accept()
-        with runtime.table.subscribe(maxlen=1000) as feed:
+        with runtime.table.subscribe(maxlen=EVENT_BUFFER) as feed:
             await websocket.send_text(json.dumps({"type": "hello", "ts": time.time()}))
             async with trio.open_nursery() as nursery:
 

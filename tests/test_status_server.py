@@ -1,0 +1,277 @@
+"""The status server over real HTTP and a real WebSocket, inside a real runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from tests.conftest import clean_env
+from tests.runtime_helpers import options, wait_state, wait_until, write
+from voxbridge import testing
+from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.state import ActorState
+
+
+async def start(nursery: trio.Nursery, tmp_path: Path, **changes: object) -> Runtime:
+    opts = options(tmp_path, listen="127.0.0.1:0", **changes)
+    rt: Runtime = await nursery.start(
+        lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+    )
+    assert rt.status_url is not None
+    return rt
+
+
+async def test_every_endpoint(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "a.yaml",
+        "name: Alpha\ndefault: true\nplugins:\n  echo: {}\n  slow: {delay: 0, enabled: false}\n",
+    )
+    write(tmp_path, "b.yaml", "plugins:\n  broken: {reason: bad token}\n")
+    write(tmp_path, "c.yaml", "history: [oops\n")
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path)
+        await wait_state(rt, ("b", "broken"), ActorState.FAILED)
+        async with httpx.AsyncClient(base_url=rt.status_url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/readyz")).json() == {"status": "ready", "agents": 2}
+
+            agents = (await http.get("/api/agents")).json()["agents"]
+            assert [a["id"] for a in agents] == ["a", "b", "c"]
+            a, b, c = agents
+            assert (a["name"], a["default"], a["is_default"], a["error"]) == (
+                "Alpha",
+                True,
+                True,
+                None,
+            )
+            assert a["plugins"]["echo"]["state"] == "running"
+            assert a["plugins"]["echo"]["detail"] == "prompt: "
+            assert a["plugins"]["slow"] == {"enabled": False, "state": "disabled"}
+            assert b["plugins"]["broken"]["last_error"] == "PermanentFailure: bad token"
+            assert c["loaded"] is False
+            assert c["error"][0].endswith(
+                "c.yaml:2:1: YAML syntax error: while parsing a flow "
+                "sequence, did not find expected ',' or ']'"
+            )
+
+            assert (await http.get("/api/agents/a")).json()["name"] == "Alpha"
+            missing = await http.get("/api/agents/nope")
+            assert (missing.status_code, missing.json()) == (404, {"error": "no agent 'nope'"})
+
+            status = (await http.get("/api/plugins/broken/status")).json()
+            assert status["by_state"] == {"failed": 1}
+            assert (await http.get("/api/plugins/nope/status")).status_code == 404
+
+            default = (await http.get("/api/default-agent")).json()
+            assert (default["agent"], default["reason"]) == ("a", "default: true")
+
+            r = await http.post("/api/agents/a/plugins/echo/restart")
+            assert r.status_code == 202
+            assert testing.attempts[("a", "echo")] >= 2
+            assert (await http.post("/api/agents/a/plugins/nope/restart")).status_code == 404
+
+            metrics = (await http.get("/metrics")).text
+            assert 'voxbridge_actors{state="running"} 1.0' in metrics
+            assert 'voxbridge_actors{state="failed"} 1.0' in metrics
+            assert "voxbridge_load_errors 1.0" in metrics
+            assert 'voxbridge_actor_up{agent="a",plugin="echo"} 1.0' in metrics
+            assert "voxbridge_process_resident_memory_bytes" in metrics
+            assert "voxbridge_scheduling_lag_seconds" in metrics
+
+            page = await http.get("/")
+            assert page.headers["content-type"].startswith("text/html")
+            assert "<title>voxbridge</title>" in page.text
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_token_is_required_when_set(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "name: A\n")
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path, api_token="s3cret")
+        async with httpx.AsyncClient(base_url=rt.status_url) as http:
+            assert (await http.get("/healthz")).status_code == 200  # probes stay open
+            assert (await http.get("/readyz")).status_code == 200
+            for path in ("/api/agents", "/metrics", "/"):
+                r = await http.get(path)
+                assert r.status_code == 401
+                assert r.headers["www-authenticate"] == "Bearer"
+            assert (
+                await http.get("/api/agents", headers={"Authorization": "Bearer wrong"})
+            ).status_code == 401
+            ok = await http.get("/api/agents", headers={"Authorization": "Bearer s3cret"})
+            assert ok.status_code == 200
+            assert (await http.get("/metrics?token=s3cret")).status_code == 200
+        ws_url = rt.status_url.replace("http", "ws") + "/api/events"
+        async with open_websocket_url(ws_url + "?token=s3cret") as ws:
+            assert json.loads(await ws.get_message())["type"] == "hello"
+        nursery.cancel_scope.cancel()
+
+
+async def test_events_of_an_add_a_crash_a_backoff_and_a_removal_in_order(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path)
+        ws_url = rt.status_url.replace("http", "ws") + "/api/events"  # type: ignore[union-attr]
+        async with open_websocket_url(ws_url) as ws:
+            assert json.loads(await ws.get_message())["type"] == "hello"
+            path = write(tmp_path, "evt.yaml", "plugins:\n  crashy: {crashes: 1, after: 0}\n")
+            seen: list[tuple[str, str | None]] = []
+            with trio.fail_after(10):
+                while seen.count(("actor", "running")) < 2:
+                    e = json.loads(await ws.get_message())
+                    seen.append((e["type"], e.get("state")))
+            path.unlink()
+            with trio.fail_after(10):
+                while seen[-1] != ("agent.removed", None):
+                    e = json.loads(await ws.get_message())
+                    seen.append((e["type"], e.get("state")))
+        assert seen == [
+            ("actor", "starting"),
+            ("agent.loaded", None),
+            ("actor", "running"),
+            ("actor", "backoff"),
+            ("actor", "starting"),
+            ("actor", "running"),
+            ("actor", "stopping"),
+            ("actor", "stopped"),
+            ("agent.removed", None),
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_websocket_consumer_never_stalls_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voxbridge.server import app
+
+    monkeypatch.setattr(app, "EVENT_BUFFER", 10)
+    paths = [write(tmp_path, f"a{n}.yaml", "system_prompt: v0\n") for n in range(100)]
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path)
+        ws_url = rt.status_url.replace("http", "ws") + "/api/events"  # type: ignore[union-attr]
+        async with open_websocket_url(ws_url) as ws:
+            await ws.get_message()
+            # 100 reloads in one batch: far more events than the client's buffer of 10, produced
+            # faster than its handler can send them.
+            for path in paths:
+                path.write_text("system_prompt: v1\n")
+            with trio.fail_after(5):
+                assert await rt.reconciler.apply_paths(paths) == ["updated"] * 100
+            assert all(rt.index.get(f"a{n}").system_prompt == "v1" for n in range(100))  # type: ignore[union-attr]
+            # Drop-oldest keeps the newest: the last load arrives, and on the way the client
+            # is told exactly how many events it missed.
+            missed = 0
+            with trio.fail_after(10):
+                while (e := json.loads(await ws.get_message())).get("agent") != "a99":
+                    missed += e["count"] if e["type"] == "dropped" else 0
+            assert missed > 0
+            assert missed == rt.table.dropped_events
+        nursery.cancel_scope.cancel()
+
+
+def test_subscriptions_drop_the_oldest() -> None:
+    from voxbridge.runtime.state import StateTable
+
+    table = StateTable()
+    with table.subscribe(maxlen=3) as feed:
+        for n in range(5):
+            table.publish("agent.loaded", {"agent": f"a{n}"})
+        assert feed.dropped == 2
+
+        async def drain() -> list[str]:
+            return [(await feed.receive()).data["agent"] for _ in range(3)]
+
+        assert trio.run(drain) == ["a2", "a3", "a4"]
+
+
+async def test_readyz_is_503_while_stopping(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "plugins:\n  stubborn: {linger: 1s}\n")
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path)
+        await wait_state(rt, ("a", "stubborn"), ActorState.RUNNING)
+        async with httpx.AsyncClient(base_url=rt.status_url) as http:
+            nursery.start_soon(rt.shutdown)
+            await wait_until(rt, lambda: rt.stopping)
+            r = await http.get("/readyz")
+            assert (r.status_code, r.json()) == (503, {"status": "stopping"})
+        nursery.cancel_scope.cancel()
+
+
+def test_status_cli_table_json_and_errors(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "voxbridge", "status", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
+    assert r.returncode == 2
+    assert "no voxbridge status server at http://127.0.0.1:9" in r.stderr
+
+    async def main() -> None:
+        write(tmp_path, "a.yaml", "default: true\nplugins:\n  echo: {}\n")
+        async with trio.open_nursery() as nursery:
+            rt = await start(nursery, tmp_path)
+            await wait_state(rt, ("a", "echo"), ActorState.RUNNING)
+            for args in ([], ["--json"]):
+                out = await trio.to_thread.run_sync(
+                    lambda a=args: subprocess.run(
+                        [sys.executable, "-m", "voxbridge", "status", "--url", rt.status_url, *a],
+                        capture_output=True,
+                        text=True,
+                        env=clean_env(),
+                    )
+                )
+                assert out.returncode == 0, out.stderr
+                if args:
+                    assert json.loads(out.stdout)[0]["plugins"]["echo"]["state"] == "running"
+                else:
+                    lines = out.stdout.splitlines()
+                    assert lines[0].split() == [
+                        "AGENT",
+                        "PLUGIN",
+                        "STATE",
+                        "RESTARTS",
+                        "FOR",
+                        "LAST",
+                        "ERROR",
+                    ]
+                    assert lines[1].split()[:4] == ["⭐", "a", "echo", "running"]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("follow_json", [False, True])
+async def test_status_follow_streams_changes(tmp_path: Path, follow_json: bool) -> None:
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path)
+        args = [sys.executable, "-m", "voxbridge", "status", "--url", rt.status_url, "--follow"]
+        proc = await trio.lowlevel.open_process(
+            args + (["--json"] if follow_json else []), stdout=subprocess.PIPE, env=clean_env()
+        )
+        assert proc.stdout is not None
+        out = b""
+        with trio.fail_after(15):
+            await trio.sleep(1.0)  # let it connect (the table is printed first)
+            write(tmp_path, "late.yaml", "plugins:\n  echo: {}\n")
+            while b"late" not in out or b"running" not in out:
+                out += await proc.stdout.receive_some()
+        proc.terminate()
+        await proc.wait()
+        text = out.decode()
+        if follow_json:
+            assert any(
+                json.loads(line).get("agent") == "late"
+                for line in text.splitlines()[1:]
+                if line.startswith("{")
+            )
+        else:
+            assert "late/echo  running" in text
+        nursery.cancel_scope.cancel()
