@@ -218,3 +218,23 @@ def test_agents_lists_ids_and_splits_them_by_shard(tmp_path: Path, cli: CliRunne
     assert set.union(*shards) == {f"agent-{i:02d}" for i in range(30)}
     assert sum(len(s) for s in shards) == 30  # each agent has exactly one owner
     assert all(s for s in shards)
+
+
+def test_sighup_with_a_broken_key_keeps_running(tmp_path: Path, site: Path) -> None:
+    agents(tmp_path, a="plugins:\n  echo: {}\n")
+    (tmp_path / "keys").mkdir(mode=0o700)
+    proc = start(tmp_path, site)
+    try:
+        read_until(proc, "✅ Initialized")
+        bad = tmp_path / "keys" / "leaked.key"
+        bad.write_text("-----BEGIN PRIVATE KEY-----\n")
+        bad.chmod(0o644)
+        proc.send_signal(signal.SIGHUP)
+        lines = read_until(proc, "keys not reloaded")
+        assert "chmod 600" in lines[-1]
+        (tmp_path / "agents.d" / "b.yaml").write_text("name: B\n")
+        read_until(proc, "Loaded agent 'b'")  # still alive, still watching
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0

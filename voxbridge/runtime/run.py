@@ -199,9 +199,16 @@ class Runtime:
         return ActorSpec(key, self._actor(plugin), make_context, current)
 
     async def rescan(self, *, reload_keys: bool = False) -> None:
-        """Apply every file again (SIGHUP): keys are re-read, unchanged content re-decrypted."""
+        """Apply every file again (SIGHUP): keys are re-read, unchanged content re-decrypted.
+
+        Keys that no longer load (a key made world-readable, a corrupt file) are reported and
+        the keys already held stay in use: a running fleet never dies of a SIGHUP.
+        """
         if reload_keys:
-            self.keyring = load_keyring(self.options.keys_dir)
+            try:
+                self.keyring = load_keyring(self.options.keys_dir)
+            except VoxbridgeError as exc:
+                log.error("❌ keys not reloaded, the ones already loaded stay in use: %s", exc)
         await self.reconciler.rescan(force=reload_keys)
 
     async def shutdown(self) -> None:
