@@ -17,7 +17,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import runtime as runtime_bench  # noqa: E402
+import runtime as runtime_bench
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "startup.png"
 

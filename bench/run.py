@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -30,6 +31,7 @@ import load_files
 import message_path
 import runtime as runtime_bench
 
+from voxbridge.logs import setup_logging
 from voxbridge.runtime.run import Runtime
 
 
@@ -79,6 +81,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     quick = args.quick
+    # Logs are written as in production (formatted, one line per crash) but to /dev/null.
+    setup_logging("text", "info", stream=open(os.devnull, "w"))  # noqa: SIM115
     agents = 200 if quick else 1000
     runs = 2 if quick else 5
     started = time.monotonic()
