@@ -1,11 +1,17 @@
-"""Shared fixtures: real keys in tmp dirs and the real CLI as a subprocess."""
+"""Shared fixtures: real keys in tmp dirs, the real CLI as a subprocess, and the leak scan.
+
+The leak scan runs after every test: each plaintext secret the test used — every value a Secret
+was made of in this process, plus those registered with :func:`plaintext` for subprocesses —
+must appear nowhere in what the test captured: log records, output written to fd 1 and 2, and
+the output of every CLI run (except ``voxbridge decrypt``'s stdout, whose job it is).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,46 @@ import pytest
 from voxbridge.secrets.keys import Keyring, PublicKey, generate_key_pair, load_keyring
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+_secrets: set[str] = set()
+_captured: list[str] = []
+MIN_SECRET = 6  # shorter values ("hi", "x") would match ordinary text
+
+
+def plaintext(value: str) -> str:
+    """Register a plaintext secret a test hands to a subprocess; returns it."""
+    _secrets.add(value)
+    return value
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_leaks(
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
+    from voxbridge.secrets.crypto import Secret
+
+    _secrets.clear()
+    _captured.clear()
+    made = Secret.__init__
+
+    def recording(self: Secret, value: str) -> None:
+        made(self, value)
+        _secrets.add(value)
+
+    monkeypatch.setattr(Secret, "__init__", recording)
+    yield
+    out, err = capfd.readouterr()
+    # caplog.text would only hold the teardown phase by now: read the test's own records.
+    logged = [
+        r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "")
+        for when in ("setup", "call")
+        for r in caplog.get_records(when)
+    ]
+    texts = [*logged, out, err, *_captured]
+    leaks = sorted(s for s in _secrets if len(s) >= MIN_SECRET and any(s in t for t in texts))
+    assert not leaks, f"plaintext secrets leaked into logs or output: {leaks}"
 
 
 @pytest.fixture
@@ -52,7 +98,7 @@ def cli(tmp_path: Path) -> CliRunner:
         cwd: Path | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "voxbridge", *args],
             cwd=cwd or tmp_path,
             env=env or clean_env(),
@@ -61,5 +107,8 @@ def cli(tmp_path: Path) -> CliRunner:
             text=True,
             timeout=timeout,
         )
+        # decrypt's stdout is meant to show secrets; everything else is scanned.
+        _captured.append(done.stderr if args[:1] == ("decrypt",) else done.stdout + done.stderr)
+        return done
 
     return run

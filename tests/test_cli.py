@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliRunner, clean_env
+from tests.conftest import CliRunner, clean_env, plaintext
 from voxbridge import __version__
 
 TOKEN = re.compile(r"ENC\[hpke1,[0-9a-f]{8},[A-Za-z0-9_-]+\]")
 PLAIN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gx7abc.plaintext-token-value-123"
+
+
+@pytest.fixture(autouse=True)
+def _scan_for_the_token() -> None:
+    plaintext(PLAIN)
+
+
 AGENT = f"""\
 # Support agent
 name: Support

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliRunner, clean_env
+from tests.conftest import CliRunner, clean_env, plaintext
 
 TOKEN = re.compile(r"ENC\[hpke1,[0-9a-f]{8},[A-Za-z0-9_-]+\]")
 
@@ -61,6 +61,8 @@ plugins:
 
 @pytest.fixture
 def setup(cli: CliRunner, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    for value in ("old-token", "new-token", "https://n8n.invalid/hook"):
+        plaintext(value)
     assert cli("init", ".").returncode == 0
     agent = tmp_path / "agents.d" / "support.yaml"
     agent.write_text(AGENT)
