@@ -131,6 +131,14 @@ class Reconciler:
     def file_of(self, agent_id: str) -> Path | None:
         return self._path_of.get(agent_id)
 
+    def is_current(self, path: Path) -> bool:
+        """Whether what was last applied for ``path`` is what the disk holds now."""
+        known = self._files.get(path)
+        on_disk = self._read(path)
+        if on_disk.vanished:
+            return known is None
+        return known is not None and known.digest == on_disk.digest
+
     # --- reading -------------------------------------------------------------------------------
 
     def _read(self, path: Path) -> _Read:

@@ -92,9 +92,10 @@ class Runtime:
         self.supervisor = Supervisor(nursery, self.table, grace=options.grace, rng=rng)
         self.monitor = Monitor()
         self.keyring: Keyring = load_keyring(options.keys_dir)
+        self._keys_stamp = self._stamp()
         self.reconciler = Reconciler(
             options.agents_dir,
-            lambda: self.keyring,
+            self.current_keyring,
             self.index,
             self.supervisor,
             self.table,
@@ -198,6 +199,27 @@ class Runtime:
 
         return ActorSpec(key, self._actor(plugin), make_context, current)
 
+    def _stamp(self) -> int:
+        try:
+            return self.options.keys_dir.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def current_keyring(self) -> Keyring:
+        """The private keys, re-read when keys/ changed (a rotation adds a .key while running:
+        the files re-encrypted for it must not wait for a SIGHUP)."""
+        stamp = self._stamp()
+        if stamp != self._keys_stamp:
+            self._keys_stamp = stamp
+            self._reload_keys()
+        return self.keyring
+
+    def _reload_keys(self) -> None:
+        try:
+            self.keyring = load_keyring(self.options.keys_dir)
+        except VoxbridgeError as exc:
+            log.error("❌ keys not reloaded, the ones already loaded stay in use: %s", exc)
+
     async def rescan(self, *, reload_keys: bool = False) -> None:
         """Apply every file again (SIGHUP): keys are re-read, unchanged content re-decrypted.
 
@@ -205,10 +227,7 @@ class Runtime:
         the keys already held stay in use: a running fleet never dies of a SIGHUP.
         """
         if reload_keys:
-            try:
-                self.keyring = load_keyring(self.options.keys_dir)
-            except VoxbridgeError as exc:
-                log.error("❌ keys not reloaded, the ones already loaded stay in use: %s", exc)
+            self._reload_keys()
         await self.reconciler.rescan(force=reload_keys)
 
     async def shutdown(self) -> None:
