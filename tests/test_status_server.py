@@ -12,11 +12,13 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.conftest import clean_env
+from tests.conftest import _captured, clean_env
 from tests.runtime_helpers import options, wait_state, wait_until, write
 from voxbridge import testing
 from voxbridge.runtime.run import Runtime, serve
 from voxbridge.runtime.state import ActorState
+from voxbridge.secrets.crypto import seal
+from voxbridge.secrets.keys import generate_key_pair
 
 
 async def start(nursery: trio.Nursery, tmp_path: Path, **changes: object) -> Runtime:
@@ -28,18 +30,33 @@ async def start(nursery: trio.Nursery, tmp_path: Path, **changes: object) -> Run
     return rt
 
 
+def recording(base_url: str | None) -> httpx.AsyncClient:
+    """An httpx client whose every response body joins what the leak scan reads."""
+
+    async def keep(response: httpx.Response) -> None:
+        await response.aread()
+        _captured.append(response.text)
+
+    return httpx.AsyncClient(base_url=base_url or "", event_hooks={"response": [keep]})
+
+
 async def test_every_endpoint(tmp_path: Path) -> None:
+    key = generate_key_pair(tmp_path / "keys", "k")
+    api_key = seal("sk-status-api-secret", key.key, "llm.api_key")
+    prompt = seal("a confidential persona", key.key, "system_prompt")
     write(
         tmp_path,
         "a.yaml",
-        "name: Alpha\ndefault: true\nplugins:\n  echo: {}\n  slow: {delay: 0, enabled: false}\n",
+        f"name: Alpha\ndefault: true\nsystem_prompt: {prompt}\n"
+        f"llm: {{base_url: 'http://127.0.0.1:9/v1', model: m, api_key: '{api_key}'}}\n"
+        "plugins:\n  echo: {}\n  slow: {delay: 0, enabled: false}\n",
     )
     write(tmp_path, "b.yaml", "plugins:\n  broken: {reason: bad token}\n")
     write(tmp_path, "c.yaml", "history: [oops\n")
     async with trio.open_nursery() as nursery:
         rt = await start(nursery, tmp_path)
         await wait_state(rt, ("b", "broken"), ActorState.FAILED)
-        async with httpx.AsyncClient(base_url=rt.status_url) as http:
+        async with recording(rt.status_url) as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/readyz")).json() == {"status": "ready", "agents": 2}
 
@@ -53,7 +70,7 @@ async def test_every_endpoint(tmp_path: Path) -> None:
                 None,
             )
             assert a["plugins"]["echo"]["state"] == "running"
-            assert a["plugins"]["echo"]["detail"] == "prompt: "
+            assert a["plugins"]["echo"]["detail"] == "prompt: [secret]"
             assert a["plugins"]["slow"] == {"enabled": False, "state": "disabled"}
             assert b["plugins"]["broken"]["last_error"] == "PermanentFailure: bad token"
             assert c["loaded"] is False

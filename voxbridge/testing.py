@@ -20,7 +20,6 @@ from types import MappingProxyType
 import trio
 
 from .config.duration import parse_duration
-from .config.model import reveal
 from .errors import PermanentFailure
 from .plugins.api import Context, Plugin, installed_plugins
 
@@ -69,7 +68,8 @@ async def _echo(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
     task_status.started()
     agent = ctx.agent
     while True:
-        ctx.note(f"prompt: {reveal(agent.system_prompt)[:40]}")
+        # str(): an encrypted prompt shows as [secret]; health notes are public.
+        ctx.note(f"prompt: {str(agent.system_prompt)[:40]}")
         agent = await ctx.agent_changed()
 
 
