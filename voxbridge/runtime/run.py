@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from .reconciler import Reconciler
 from .shard import Shard
 from .state import ActorKey, ActorState, StateTable
 from .supervisor import ActorSpec, Supervisor
+from .systemd import Notifier
 from .watcher import watch
 
 __all__ = ["RunOptions", "Runtime", "run", "serve"]
@@ -108,6 +109,7 @@ class Runtime:
         self.ready = False
         self.stopping = False
         self.status_url: str | None = None
+        self.notifier = Notifier()
         self._actors: dict[str, Actor] = {}
         self._changes: dict[str, trio.Event] = {}
         self._services: dict[ActorKey, object] = {}
@@ -226,12 +228,34 @@ class Runtime:
         Keys that no longer load (a key made world-readable, a corrupt file) are reported and
         the keys already held stay in use: a running fleet never dies of a SIGHUP.
         """
-        if reload_keys:
-            self._reload_keys()
-        await self.reconciler.rescan(force=reload_keys)
+        self.notifier.reloading()
+        try:
+            if reload_keys:
+                self._reload_keys()
+            await self.reconciler.rescan(force=reload_keys)
+        finally:
+            self.notifier.ready(self.summary())
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: agents, actors by state, files with errors."""
+        states = self.table.by_state()
+        by_state = ", ".join(f"{n} {s.value}" for s, n in sorted(states.items()) if n)
+        broken = len(self.table.problems())
+        return f"{len(self.index.by_id)} agents; actors: {by_state or 'none'}" + (
+            f"; {broken} file(s) with errors" if broken else ""
+        )
+
+    async def apply(self, paths: Iterable[Path]) -> None:
+        """A watcher batch, told to systemd as a reload."""
+        self.notifier.reloading()
+        try:
+            await self.reconciler.apply_paths(paths)
+        finally:
+            self.notifier.ready(self.summary())
 
     async def shutdown(self) -> None:
         """Stop every actor within the grace period (they stop at once, in parallel)."""
+        self.notifier.stopping()
         self.stopping = True
         self.reconciler.close()
         await self.supervisor.stop_many(self.supervisor.keys())
@@ -303,14 +327,14 @@ async def serve(
 
             runtime.status_url = await nursery.start(serve_status, runtime, options.listen)
         await nursery.start(
-            functools.partial(watch, poll=options.poll),
-            options.agents_dir,
-            runtime.reconciler.apply_paths,
+            functools.partial(watch, poll=options.poll), options.agents_dir, runtime.apply
         )
         log.info("🔌 Loading agents and starting their plugins...")
         await runtime.reconciler.rescan()
         keys = runtime.supervisor.keys()
         runtime.ready = True
+        runtime.notifier.ready(runtime.summary())
+        nursery.start_soon(runtime.notifier.watchdog)
         nursery.start_soon(runtime.summarize_start, keys)
         task_status.started(runtime)
 
