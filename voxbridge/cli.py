@@ -25,6 +25,7 @@ from .errors import EX_CONFIG, ConfigError, Problem, UsageError, VoxbridgeError
 from .logs import setup_logging
 from .runtime.shard import Shard
 from .secrets.crypto import key_id
+from .secrets.guard import guard_files
 from .secrets.inplace import encrypt_text, reencrypt_text, reveal_text
 from .secrets.keys import (
     PublicKey,
@@ -167,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long a stopping actor may take to clean up (default: 5s)",
     )
+
+    c = sub.add_parser("guard", help="fail on private keys or plaintext secrets (pre-commit)")
+    c.add_argument("files", nargs="*", type=Path, metavar="FILE")
 
     c = sub.add_parser("status", help="the running instance's agents and actors")
     c.add_argument("--url", default="http://127.0.0.1:4900", help="the status server's URL")
@@ -390,6 +394,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    problems = guard_files(args.files)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"✗ {len(problems)} thing(s) that must not be committed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import show_status  # httpx: only for this command
 
@@ -413,6 +427,7 @@ _COMMANDS = {
     "agents": cmd_agents,
     "run": cmd_run,
     "status": cmd_status,
+    "guard": cmd_guard,
 }
 
 
