@@ -144,3 +144,37 @@ def test_no_agents_dir_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such directory"):
         run(RunOptions(agents_dir=tmp_path / "missing", keys_dir=tmp_path, listen=None))
     assert not os.path.exists(tmp_path / "missing")
+
+
+async def test_a_symlink_swapped_to_a_new_checkout_like_git_sync(tmp_path: Path) -> None:
+    # /git/rev-1/agents.d, /git/fleet -> rev-1; then rev-2 appears and the link is swapped.
+    git = tmp_path / "git"
+    (git / "rev-1" / "agents.d").mkdir(parents=True)
+    (git / "rev-1" / "agents.d" / "a.yaml").write_text("system_prompt: one\n")
+    (git / "rev-1" / "agents.d" / "gone.yaml").write_text("system_prompt: bye\n")
+    (git / "fleet").symlink_to("rev-1")
+    opts = options(tmp_path, agents_dir=git / "fleet" / "agents.d")
+    async with trio.open_nursery() as nursery:
+        rt: Runtime = await nursery.start(
+            lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+        )
+        assert prompt(rt, "a") == "one"
+        (git / "rev-2" / "agents.d").mkdir(parents=True)
+        (git / "rev-2" / "agents.d" / "a.yaml").write_text("system_prompt: two\n")
+        (git / "rev-2" / "agents.d" / "new.yaml").write_text("system_prompt: hello\n")
+        (git / "tmp-link").symlink_to("rev-2")
+        (git / "tmp-link").replace(git / "fleet")  # atomic, as git-sync does
+        shutil.rmtree(git / "rev-1")
+        await wait_until(
+            rt,
+            lambda: (
+                prompt(rt, "a") == "two"
+                and prompt(rt, "new") == "hello"
+                and rt.index.get("gone") is None
+            ),
+        )
+        # ...and it keeps watching the new checkout.
+        (git / "rev-2" / "agents.d" / "a.yaml").write_text("system_prompt: three\n")
+        await wait_until(rt, lambda: prompt(rt, "a") == "three")
+        assert rt.table.problems() == {}
+        nursery.cancel_scope.cancel()
