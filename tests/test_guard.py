@@ -76,3 +76,17 @@ def test_the_systemd_unit_says_what_matters() -> None:
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict"
+
+
+def test_the_reference_is_generated_and_current() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-reference"), "--check"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
+    assert r.returncode == 0, r.stderr
+    text = (ROOT / "docs" / "reference.md").read_text()
+    assert "| `plugins.discord.bot_token` | string 🔒 |" in text
+    assert "### `voxbridge run`" in text
+    assert "--discord-api-base" in text

@@ -238,3 +238,20 @@ def test_sighup_with_a_broken_key_keeps_running(tmp_path: Path, site: Path) -> N
         proc.terminate()
         proc.communicate(timeout=20)
     assert proc.returncode == 0
+
+
+def test_rendezvous_sharding_moves_about_one_in_n_plus_one() -> None:
+    from voxbridge.runtime.shard import Shard
+
+    ids = [f"agent-{i:05d}" for i in range(5000)]
+    for n in (1, 2, 3, 5, 8):
+        before = {a: Shard(0, n).owner(a) for a in ids}
+        after = {a: Shard(0, n + 1).owner(a) for a in ids}
+        moved = [a for a in ids if before[a] != after[a]]
+        # Only agents won by the new replica move, and they are about 1/(N+1) of the fleet.
+        assert all(after[a] == n for a in moved)
+        assert abs(len(moved) / len(ids) - 1 / (n + 1)) < 0.03
+        # Exactly one owner each, shares roughly even.
+        counts = [sum(1 for a in ids if after[a] == r) for r in range(n + 1)]
+        assert sum(counts) == len(ids)
+        assert max(counts) - min(counts) < 0.1 * len(ids)
