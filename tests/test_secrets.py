@@ -65,38 +65,27 @@ def test_any_string_survives_encrypt_then_decrypt(
     # Written by PyYAML's own emitter (quoted, escaped), encrypted in place, loaded back.
     quoted = yaml.dump(value, default_style='"', width=float("inf"), allow_unicode=True)
     text = DOC.format(value=quoted.removesuffix("\n").removesuffix("..."))
-    assert (
-        parse_agent(text, "a.yaml", "a", keyring, allow_plaintext_secrets=True)
-        .plugins["discord"]
-        .settings["bot_token"]
-        .reveal()
-        == value
-    )
+    assert token_in(text, keyring) == value
     sealed, count = encrypt_text(text, "a.yaml", public)
     assert count == 1
-    agent = parse_agent(sealed, "a.yaml", "a", keyring)
-    assert agent.plugins["discord"].settings["bot_token"].reveal() == value
+    assert token_in(sealed, keyring, sealed=True) == value
     # And reveal → edit-free reseal restores the very same text.
     shown = reveal_text(sealed, "a.yaml", keyring)
-    assert (
-        parse_agent(shown.text, "a.yaml", "a", keyring, allow_plaintext_secrets=True)
-        .plugins["discord"]
-        .settings["bot_token"]
-        .reveal()
-        == value
-    )
+    assert token_in(shown.text, keyring) == value
     assert reseal_text(shown.text, "a.yaml", public, shown) == (sealed, 0)
     # A plain (unquoted) token, as `encrypt` writes for plain values, reveals as plain only
     # when the value reads back as the same string.
     plain = sealed.replace('"ENC[', "ENC[").replace(']"', "]")
     shown = reveal_text(plain, "a.yaml", keyring)
-    assert (
-        parse_agent(shown.text, "a.yaml", "a", keyring, allow_plaintext_secrets=True)
-        .plugins["discord"]
-        .settings["bot_token"]
-        .reveal()
-        == value
-    )
+    assert token_in(shown.text, keyring) == value
+
+
+def token_in(text: str, keyring: Keyring, *, sealed: bool = False) -> str:
+    """The bot token an agent file's text holds: decrypted (``sealed``: it must be), or in
+    plaintext as ``edit`` shows it."""
+    agent = parse_agent(text, "a.yaml", "a", keyring, allow_plaintext_secrets=not sealed)
+    token: str = agent.plugins["discord"].settings["bot_token"].reveal()
+    return token
 
 
 _cache: dict[str, tuple[PublicKey, Keyring]] = {}
