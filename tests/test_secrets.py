@@ -56,7 +56,8 @@ DOC = "# comment\nplugins:\n  discord:\n    bot_token: {value}   # trailing\n"
 
 
 @settings(max_examples=150, deadline=None)
-@given(value=st.text(min_size=0, max_size=200))
+# Values starting with "ENC[" are reserved: they are read as (possibly malformed) tokens.
+@given(value=st.text(min_size=0, max_size=200).filter(lambda v: not v.startswith("ENC[")))
 def test_any_string_survives_encrypt_then_decrypt(
     tmp_path_factory: pytest.TempPathFactory, value: str
 ) -> None:
