@@ -418,3 +418,42 @@ async def test_a_busy_channel_queues_in_order_up_to_a_bound(tmp_path: Path) -> N
         assert asked == [f"m{n}" for n in range(QUEUE_LIMIT + 1)]  # in order, none lost but...
         assert rt.table.counters(("a", "discord"))["messages_dropped"] == 2  # ...the overflow
         nursery.cancel_scope.cancel()
+
+
+async def test_a_long_agent_list_is_sent_in_pieces(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", extra="default: true\n")
+        for i in range(60):
+            write(
+                tmp_path,
+                f"x{i:02d}.yaml",
+                f"name: Agent number {i:02d}\ndescription: {'a fairly long description ' * 3}\n",
+            )
+        await rig.start(nursery)
+        await ready(rig, "a")
+        await rig.discord.wait_until(lambda: bool(rig.discord._bot("tok-a").commands))
+        await rig.discord.send_interaction(
+            "tok-a", guild_id=GUILD, channel_id=GENERAL, user_id=ANN, subcommand="list"
+        )
+
+        def parts() -> list[str]:
+            answers = [
+                r.json["data"]["content"]
+                for r in rig.discord.requests
+                if r.path.endswith("/callback")
+            ]
+            followups = [
+                r.json["content"]
+                for r in rig.discord.requests
+                if r.method == "POST" and r.path.startswith("/webhooks/")
+            ]
+            return answers + followups
+
+        await rig.discord.wait_until(lambda: "\n".join(parts()).count("**Agent number") == 60)
+        assert len(parts()) >= 2
+        assert all(len(p) <= 2000 for p in parts())
+        assert "⭐🔌 **A**" in "\n".join(parts())
+        nursery.cancel_scope.cancel()

@@ -197,7 +197,11 @@ def _make_bot(
     @agent.sub_command(name="list", description="The agents (⭐ default, 🔌 on Discord)")
     async def agent_list(inter: Inter) -> None:
         text = await _from_trio(token, lambda: replies.list(guild_of(inter)))
-        await inter.response.send_message(split_message(text)[0] if text else "—")
+        # A long fleet does not fit one message: the rest follows up, in order.
+        first, *rest = split_message(text)
+        await inter.response.send_message(first)
+        for part in rest:
+            await inter.followup.send(part)
 
     @agent.sub_command(name="current", description="The agent answering in this server")
     async def agent_current(inter: Inter) -> None:
