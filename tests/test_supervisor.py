@@ -201,3 +201,31 @@ async def test_actor_that_returns_is_restarted(
         assert s.last_error == "the actor returned (actors must run until cancelled)"
         assert s.restarts >= 3
         nursery.cancel_scope.cancel()
+
+
+def test_redaction_covers_every_decrypted_field() -> None:
+    from types import MappingProxyType
+
+    from voxbridge import Agent, LLMConfig, PluginConfig, Secret
+    from voxbridge.runtime.supervisor import redact
+
+    agent = Agent(
+        id="a",
+        file=Path("a.yaml"),
+        name="A",
+        system_prompt=Secret("persona-text-1"),
+        llm=LLMConfig(Secret("https://llm.internal/v1"), "m", api_key=Secret("sk-key-2")),
+        plugins=MappingProxyType(
+            {
+                "n8n": PluginConfig(
+                    "n8n",
+                    True,
+                    MappingProxyType(
+                        {"webhook_url": Secret("https://hook/3"), "list": (Secret("nested-4"),)}
+                    ),
+                )
+            }
+        ),
+    )
+    text = "persona-text-1 https://llm.internal/v1 sk-key-2 https://hook/3 nested-4 public"
+    assert redact(text, agent) == "[secret] [secret] [secret] [secret] [secret] public"

@@ -45,6 +45,10 @@ class Fleet(Protocol):
         """Every loaded agent by id (read-only)."""
         ...
 
+    def agent_named(self, name: str) -> Agent | None:
+        """The agent called ``name``, ignoring case (names are unique that way)."""
+        ...
+
     def default_agent_id(self) -> str | None:
         """The default agent (cached with a TTL)."""
         ...

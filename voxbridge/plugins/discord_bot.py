@@ -135,8 +135,7 @@ class _Commands:
         if guild_id is None:
             return "Selections apply to servers; in DMs every agent answers for itself."
         fleet = self._ctx.fleet
-        wanted = name.strip().casefold()
-        agent = next((a for a in fleet.agents().values() if a.name.casefold() == wanted), None)
+        agent = fleet.agent_named(name.strip())
         if agent is None:
             return f"No agent is called **{name}**: see `/agent list`."
         if "discord" not in agent.enabled_plugins:

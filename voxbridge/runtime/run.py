@@ -128,6 +128,9 @@ class Runtime:
     def agents(self) -> Mapping[str, Agent]:
         return self.index.by_id
 
+    def agent_named(self, name: str) -> Agent | None:
+        return self.index.by_name(name)
+
     def default_agent_id(self) -> str | None:
         return self.default_agent.get()
 

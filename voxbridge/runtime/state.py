@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import enum
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -187,10 +187,6 @@ class StateTable:
         """Record a duration (``reload``, ``brain``) for the metrics."""
         self.histograms.setdefault(name, Histogram()).observe(seconds)
 
-    def totals(self, name: str) -> int:
-        """A counter summed over every actor (``messages``, ``brain_errors``...)."""
-        return sum(c.get(name, 0) for c in self._counters.values())
-
     def by_state(self) -> collections.Counter[ActorState]:
         return collections.Counter(s.state for s in self._actors.values())
 
@@ -218,6 +214,3 @@ class StateTable:
         sub = Subscription(self, maxlen)
         self._subscribers.add(sub)
         return sub
-
-    def __iter__(self) -> Iterator[ActorStatus]:
-        return iter(list(self._actors.values()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,20 +57,26 @@ def redact(text: str, agent: Agent) -> str:
     return text
 
 
-def _secrets(agent: Agent) -> Iterable[str]:
-    def walk(v: Any) -> Iterable[str]:
-        if isinstance(v, Secret):
-            yield v.reveal()
-        elif isinstance(v, dict | tuple | list) or hasattr(v, "items"):
-            for item in v.values() if hasattr(v, "values") else v:
-                yield from walk(item)
+def _walk(value: Any) -> Iterable[str]:
+    if isinstance(value, Secret):
+        yield value.reveal()
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _walk(item)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _walk(item)
 
-    if agent.llm is not None and agent.llm.api_key is not None:
-        yield agent.llm.api_key.reveal()
-    for field_value in (agent.system_prompt, agent.description):
-        yield from walk(field_value)
+
+def _secrets(agent: Agent) -> Iterable[str]:
+    """Every decrypted value of ``agent``: its llm (key, and any field encrypted on request),
+    prompt, description and plugin settings."""
+    llm = agent.llm
+    fields = (llm.base_url, llm.model, llm.api_key) if llm is not None else ()
+    for value in (*fields, agent.system_prompt, agent.description):
+        yield from _walk(value)
     for plugin in agent.plugins.values():
-        yield from walk(plugin.settings)
+        yield from _walk(plugin.settings)
 
 
 def _describe(exc: BaseException) -> str:
