@@ -24,6 +24,7 @@ __all__ = ["MAX_DEPTH", "MAX_NODES", "Node", "compose", "line_col"]
 # An agent file is a few dozen nodes four levels deep; these leave room for long channel lists.
 MAX_DEPTH = 32
 MAX_NODES = 20_000
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels: an agent file needs a few levels at most"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -171,6 +172,10 @@ def compose(text: str, file: str) -> Node:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        if "nesting depth" in (exc.problem or ""):
+            # PyYAML ≥ 6.0.4 has a depth limit of its own, which its scanner can reach before
+            # our reader sees the events: one message whichever limit trips first.
+            raise ConfigError([Problem(file, line, col, "", _TOO_DEEP)]) from None
         what = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             what = f"{exc.context}, {exc.problem}"
@@ -253,7 +258,7 @@ def _compose(text: str) -> Node:
             if event.tag not in (None, "!", _MAP_TAG if is_map else _SEQ_TAG):
                 raise _Fail(*_at(event), f"the YAML tag {event.tag} is not supported")
             if len(stack) >= MAX_DEPTH:
-                raise _Fail(*_at(event), f"nested deeper than {MAX_DEPTH} levels")
+                raise _Fail(*_at(event), _TOO_DEEP)
             node = _new("map" if is_map else "seq", event)
             node.flow = bool(event.flow_style) or (bool(stack) and stack[-1].flow)
             count(node, 1)
