@@ -32,7 +32,7 @@ import message_path
 import runtime as runtime_bench
 
 from voxbridge.logs import setup_logging
-from voxbridge.runtime.run import Runtime
+from voxbridge.runtime.fleet import Runtime
 
 
 def _cpu() -> float:

@@ -28,8 +28,9 @@ import trio
 
 from voxbridge import Agent, Plugin, PluginConfig, testing
 from voxbridge.config.load import load_directory
+from voxbridge.runtime.fleet import RunOptions, Runtime
 from voxbridge.runtime.monitor import rss_bytes
-from voxbridge.runtime.run import RunOptions, Runtime, serve
+from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
 from voxbridge.secrets.keys import Keyring
 

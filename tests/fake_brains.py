@@ -68,43 +68,110 @@ class _Recorder:
 
 @dataclass
 class FakeLLM(_Recorder):
-    """``POST /v1/chat/completions``: streams SSE when asked to stream (or JSON when
-    ``stream_ok`` is False), honours a planned status, Retry-After and delay."""
+    """``POST /v1/chat/completions``: streams server-sent events when asked to stream (or JSON
+    when ``stream_ok`` is False), honours a planned status, Retry-After and delay.
+
+    A step may also say how the stream goes: ``chunks`` (the deltas; default: the reply's words),
+    ``chunk_delay`` (seconds between them), ``break_after`` (drop the connection after that many
+    chunks), ``error_after`` (an ``{"error": …}`` event after that many). It records when each
+    answer's first chunk went out (``first_chunk_at``) and every client that hung up before the
+    end (``disconnects``).
+    """
 
     plan: Plan = field(default_factory=Plan)
     headers: list[dict[str, str]] = field(default_factory=list)
     stream_ok: bool = True
     base_url: str = ""
+    first_chunk_at: list[float] = field(default_factory=list)
+    """``time.perf_counter()`` when each streamed answer's first chunk was sent."""
+    disconnects: int = 0
+    """Streams the client closed before the end."""
+    chunks_sent: int = 0
+    """Content chunks sent, over every stream."""
+    hung_up: trio.Event = field(default_factory=trio.Event)
+    """Set when a client hangs up mid-stream."""
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        return Starlette(routes=[Route("/v1/chat/completions", _Endpoint(self), methods=["POST"])])
 
-    async def _chat(self, request: Request) -> Response:
+    def chunks(self, step: dict[str, Any]) -> list[str]:
+        if "chunks" in step:
+            return [str(c) for c in step["chunks"]]
+        return [word + " " for word in str(step.get("reply", "")).split(" ")]
+
+
+class _Endpoint:
+    """A raw ASGI endpoint, so the stream can pause between events and see the client hang up
+    (an async generator in a StreamingResponse would be left unfinished, and warned about,
+    whenever a test cancels mid-answer)."""
+
+    def __init__(self, fake: FakeLLM) -> None:
+        self.fake = fake
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        fake = self.fake
+        request = Request(scope, receive)
         body = await request.json()
-        self.headers.append(dict(request.headers))
-        self.record(body)
-        step = self.plan.next()
+        fake.headers.append(dict(request.headers))
+        fake.record(body)
+        step = fake.plan.next()
         if step.get("delay"):
             await trio.sleep(step["delay"])
         if step.get("status", 200) != 200:
             headers = {"Retry-After": str(step["retry_after"])} if "retry_after" in step else {}
-            return JSONResponse({"error": "planned"}, status_code=step["status"], headers=headers)
-        reply = str(step.get("reply", ""))
-        if body.get("stream") and self.stream_ok:
-            # The whole event stream in one body: an async generator here would be left
-            # unfinished (and warned about) whenever a test cancels mid-answer.
-            return Response(self._sse(reply), media_type="text/event-stream")
-        return JSONResponse({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+            planned = JSONResponse(
+                {"error": "planned"}, status_code=step["status"], headers=headers
+            )
+            await planned(scope, receive, send)
+            return
+        chunks = fake.chunks(step)
+        if not (body.get("stream") and fake.stream_ok):
+            reply = {"choices": [{"message": {"role": "assistant", "content": "".join(chunks)}}]}
+            await JSONResponse(reply)(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        ending = False
+        async with trio.open_nursery() as nursery:
 
-    @staticmethod
-    def _sse(reply: str) -> bytes:
-        events = [b": a comment line, ignored\n\n"]
-        for word in reply.split(" "):
-            chunk = {"choices": [{"delta": {"content": word + " "}}]}
-            events.append(f"data: {json.dumps(chunk)}\n\n".encode())
-        events.append(b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n')
-        events.append(b"data: [DONE]\n\n")
-        return b"".join(events)
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                if ending:
+                    return  # the client may close once it has the end: no hang-up
+                fake.disconnects += 1
+                fake.hung_up.set()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await self._stream(send, step, chunks)
+            tail = 'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+            ending = True
+            await send({"type": "http.response.body", "body": tail.encode()})
+            nursery.cancel_scope.cancel()
+
+    async def _stream(self, send: Any, step: dict[str, Any], chunks: list[str]) -> None:
+        async def event(data: str) -> None:
+            await send({"type": "http.response.body", "body": data.encode(), "more_body": True})
+
+        await event(": a comment line, ignored\n\n")
+        for n, text in enumerate(chunks):
+            if n == step.get("break_after"):
+                raise RuntimeError("planned: the connection breaks")
+            if n == step.get("error_after"):
+                await event('data: {"error": {"message": "planned: model overloaded"}}\n\n')
+                break
+            if n and step.get("chunk_delay"):
+                await trio.sleep(step["chunk_delay"])
+            self.fake.chunks_sent += 1
+            await event(f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n")
+            if n == 0:
+                self.fake.first_chunk_at.append(time.perf_counter())
 
 
 @dataclass

@@ -257,6 +257,8 @@ class FakeDiscord:
         self._interactions: dict[str, _Interaction] = {}
         """By token."""
         self._ids = itertools.count(1)
+        self._writes: dict[int, list[float]] = {}
+        """``time.perf_counter()`` of each message's creation and of every edit, by id."""
         self._changed = trio.Event()
         self._url: str | None = None
 
@@ -354,6 +356,26 @@ class FakeDiscord:
 
         await self.wait_until(match, limit_s)
         return found[0]
+
+    def messages_in(self, channel_id: int, bot: BotAccount | str | None = None) -> list[Json]:
+        """The messages of a channel as they stand now (edits applied), oldest first; with
+        ``bot``, only those it wrote."""
+        author = str(self._bot(bot).user_id) if bot is not None else None
+        return [
+            m
+            for m in self._messages.values()
+            if m["channel_id"] == str(channel_id) and author in (None, m["author"]["id"])
+        ]
+
+    def shown(self, channel_id: int, bot: BotAccount | str | None = None) -> str:
+        """The text of :meth:`messages_in`, one message per line."""
+        return "\n".join(m["content"] for m in self.messages_in(channel_id, bot))
+
+    def fastest_rewrite(self) -> float:
+        """The shortest time between two writes (creation or edit) of one message, in seconds
+        (``inf`` when no message was edited): Discord limits how fast a message may change."""
+        gaps = [b - a for times in self._writes.values() for a, b in itertools.pairwise(times)]
+        return min(gaps, default=math.inf)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -615,6 +637,7 @@ class FakeDiscord:
             message |= {"guild_id": str(guild_id), "member": _member()}
         message |= extra or {}
         self._messages[int(message["id"])] = message
+        self._writes[int(message["id"])] = [time.perf_counter()]
         return message
 
     # -- gateway ---------------------------------------------------------------------------
@@ -903,6 +926,7 @@ class FakeDiscord:
         self._authed(call)
         message = self._stored_message(call)
         message |= self._message_fields(call.json or {}) | {"edited_timestamp": _now()}
+        self._writes[int(message["id"])].append(time.perf_counter())
         return JSONResponse(message)
 
     async def _delete_message(self, call: _Call) -> Response:

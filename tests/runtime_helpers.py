@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from voxbridge import Plugin, testing
-from voxbridge.runtime.run import RunOptions, Runtime
+from voxbridge.runtime.fleet import RunOptions, Runtime
 from voxbridge.runtime.state import ActorState
 
 

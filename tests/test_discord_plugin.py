@@ -14,7 +14,8 @@ from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.runtime_helpers import options, wait_state, wait_until, write
 from voxbridge import testing
 from voxbridge.plugins.discord_bot import APOLOGY
-from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.fleet import Runtime
+from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import PublicKey, generate_key_pair
@@ -99,8 +100,10 @@ async def test_mentions_and_dms_get_answers_in_the_agents_voice(tmp_path: Path) 
             mentions=[101],
         )
         reply = await rig.discord.wait_for(lambda r: r in rig.replies(GENERAL))
-        assert reply.json["content"] == "hello from the llm"
         assert str(reply.json["message_reference"]["message_id"]) == msg["id"]
+        await rig.discord.wait_until(
+            lambda: rig.discord.shown(GENERAL, "tok-a") == "hello from the llm"
+        )
         assert rig.llm.requests[0]["messages"] == [
             {"role": "system", "content": "You are A."},
             {"role": "user", "content": "hi there"},
@@ -374,9 +377,9 @@ async def test_a_slow_brain_is_cancelled_by_a_file_edit(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_long_replies_are_split(tmp_path: Path) -> None:
+async def test_long_replies_go_on_in_a_new_message(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    rig.llm.plan = Plan([{"reply": ("word " * 500).strip()}])  # 2,499 characters
+    rig.llm.plan = Plan([{"reply": ("word " * 500).strip()}])  # 2,499 characters, streamed
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
     async with trio.open_nursery() as nursery:
         await rig.servers(nursery)
@@ -386,11 +389,79 @@ async def test_long_replies_are_split(tmp_path: Path) -> None:
         msg = await rig.discord.send_message(
             "tok-a", content="talk", author_id=ANN, author_name="ann"
         )
-        await rig.discord.wait_until(lambda: len(rig.replies(int(msg["channel_id"]))) == 2)
-        first, second = rig.replies(int(msg["channel_id"]))
-        assert len(first.json["content"]) <= 2000
-        assert "message_reference" in first.json and "message_reference" not in second.json
-        assert (first.json["content"] + " " + second.json["content"]).split() == ["word"] * 500
+        channel = int(msg["channel_id"])
+
+        def words() -> list[str]:
+            return rig.discord.shown(channel, "tok-a").split()
+
+        await rig.discord.wait_until(lambda: words() == ["word"] * 500, limit_s=10)
+        first, second = rig.discord.messages_in(channel, "tok-a")
+        assert len(first["content"]) <= 2000 and len(second["content"]) <= 2000
+        assert "message_reference" in first and "message_reference" not in second
+        assert rig.discord.fastest_rewrite() >= 0.9
+        nursery.cancel_scope.cancel()
+
+
+async def test_replies_stream_edited_at_most_once_a_second(tmp_path: Path) -> None:
+    from voxbridge.plugins.discord_reply import CURSOR
+
+    rig = Rig(tmp_path)
+    chunks = [f"part{n} " for n in range(10)]
+    rig.llm.plan = Plan([{"chunks": chunks, "chunk_delay": 0.3}])  # 2.7 s of answer
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        msg = await rig.discord.send_message(
+            "tok-a", content="talk", author_id=ANN, author_name="ann"
+        )
+        channel = int(msg["channel_id"])
+        post = await rig.discord.wait_for(lambda r: r in rig.replies(channel))
+        # Posted at the first delta, with the cursor, while the LLM is still writing.
+        assert post.json["content"].endswith(CURSOR)
+        assert rig.llm.chunks_sent < len(chunks)
+        assert post.at - rig.llm.first_chunk_at[0] < 0.25
+        whole = "".join(chunks).strip()
+        await rig.discord.wait_until(
+            lambda: rig.discord.shown(channel, "tok-a") == whole, limit_s=10
+        )
+        edits = [r for r in rig.discord.requests if r.method == "PATCH"]
+        assert 2 <= len(edits) <= 4  # about one a second over ~3 s
+        assert all(e.json["content"].endswith(CURSOR) for e in edits[:-1])
+        assert rig.discord.fastest_rewrite() >= 0.9  # never faster than once a second
+        assert len(rig.replies(channel)) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_mid_answer_leaves_the_text_and_says_so(tmp_path: Path) -> None:
+    from voxbridge.plugins.discord_reply import BROKE_OFF
+
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([{"chunks": ["Here is ", "half an ", "answer"], "break_after": 2}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a")
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+        msg = await rig.discord.send_message(
+            "tok-a", content="talk", author_id=ANN, author_name="ann"
+        )
+        channel = int(msg["channel_id"])
+        expected = f"Here is half an\n{BROKE_OFF}"
+        await rig.discord.wait_until(lambda: rig.discord.shown(channel, "tok-a") == expected)
+        assert len(rig.llm.requests) == 1  # not retried once text was shown
+        # The next question carries the cut answer in its history, marked.
+        rig.llm.plan = Plan([{"reply": "sorry about that"}])
+        await rig.discord.send_message("tok-a", content="again?", author_id=ANN, author_name="ann")
+        await rig.llm.wait_requests(2)
+        assert rt.table.counters(("a", "discord"))["brain_errors"] == 1
+        assert rig.llm.requests[1]["messages"][-2] == {
+            "role": "assistant",
+            "content": "Here is half an…",
+        }
         nursery.cancel_scope.cancel()
 
 

@@ -19,7 +19,8 @@ from tests.test_discord_plugin import ANN, Rig, ready
 from tests.test_run_cli import agents, read_until, start
 from voxbridge import testing
 from voxbridge.config.model import reveal
-from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.fleet import Runtime
+from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair
@@ -88,7 +89,8 @@ async def test_the_gateway_drops_and_the_bot_resumes(tmp_path: Path) -> None:
         reply = await rig.discord.wait_for(
             lambda r: r.method == "POST" and r.path.endswith("/messages")
         )
-        assert reply.json["content"] == "still here"
+        channel = int(reply.path.split("/")[2])
+        await rig.discord.wait_until(lambda: rig.discord.shown(channel, bot) == "still here")
         status = rt.table.get(("a", "discord"))
         assert status is not None
         assert (status.state, status.restarts, bot.identifies) == (ActorState.RUNNING, 0, 1)

@@ -17,8 +17,9 @@ import trio
 from tests.runtime_helpers import options
 from voxbridge import testing
 from voxbridge.config.model import reveal
+from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.monitor import rss_bytes
-from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.run import serve
 
 AGENTS = 1000
 RATE = 100  # edits per second

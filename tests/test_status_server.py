@@ -15,7 +15,8 @@ from trio_websocket import open_websocket_url
 from tests.conftest import _captured, clean_env
 from tests.runtime_helpers import options, wait_state, wait_until, write
 from voxbridge import testing
-from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.fleet import Runtime
+from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair

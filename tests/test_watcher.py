@@ -14,7 +14,8 @@ import trio
 from tests.runtime_helpers import options, wait_until, write
 from voxbridge import testing
 from voxbridge.config.model import reveal
-from voxbridge.runtime.run import Runtime, serve
+from voxbridge.runtime.fleet import Runtime
+from voxbridge.runtime.run import serve
 
 
 def prompt(rt: Runtime, agent_id: str) -> str | None:

@@ -23,9 +23,9 @@ import functools
 import importlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from ..brain import Answer, Message, N8nClient, Turn, think
 from ..config.model import Agent, PluginConfig
 
 __all__ = ["ENTRY_POINT_GROUP", "Actor", "Context", "Fleet", "Plugin", "installed_plugins"]
@@ -133,6 +134,21 @@ class Context:
         finally:
             self.fleet.provide(self.agent_id, self.plugin, None)
 
+    def think(
+        self, message: Message, history: Sequence[Turn]
+    ) -> contextlib.AbstractAsyncContextManager[Answer]:
+        """The agent's answer to ``message`` as a stream (see :func:`voxbridge.brain.think`),
+        through the runtime's pooled client and the agent's n8n actor when it runs."""
+        found = self.fleet.service(self.agent_id, "n8n")
+        return think(
+            self.agent,
+            message,
+            history,
+            http=self.fleet.http(),
+            n8n=found if isinstance(found, N8nClient) else None,
+            logger=self.log,
+        )
+
     def cleanup_scope(self) -> trio.CancelScope:
         """A shielded scope for clean-up after cancellation, bounded by the grace period."""
         return trio.CancelScope(deadline=trio.current_time() + self.grace, shield=True)
@@ -171,22 +187,32 @@ class Plugin:
         return fn
 
 
-def _builtin() -> dict[str, Plugin]:
-    from . import discord, n8n
-
-    return {p.name: p for p in (discord.PLUGIN, n8n.PLUGIN)}
+def _own(ep: EntryPoint) -> bool:
+    return ep.dist is not None and ep.dist.name == "voxbridge"
 
 
 @functools.cache
 def installed_plugins() -> Mapping[str, Plugin]:
-    """Every plugin type: the built-in ones plus those published by installed packages.
+    """Every plugin type installed: voxbridge's own are published through the same
+    entry-point group as third-party ones (see pyproject.toml).
 
     Entry points that fail to import or do not yield a Plugin are skipped; a broken third-party
-    package must not take the built-in plugins down with it.
+    package must not take the others down with it. A name voxbridge's own plugins use cannot
+    be taken by another package (it is skipped, with a warning).
     """
-    plugins = _builtin()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    plugins: dict[str, Plugin] = {}
+    seen: dict[str, str] = {}
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _own(ep))
+    for ep in found:
         if ep.name in plugins:
+            if ep.value == seen[ep.name]:
+                continue  # one package found twice on the path
+            log.warning(
+                "⚠️ plugin '%s' (%s) is skipped: another package provides '%s' already",
+                ep.name,
+                ep.value,
+                ep.name,
+            )
             continue
         try:
             obj = ep.load()
@@ -201,6 +227,7 @@ def installed_plugins() -> Mapping[str, Plugin]:
             continue
         if isinstance(obj, Plugin) and obj.name == ep.name:
             plugins[obj.name] = obj
+            seen[obj.name] = ep.value
         else:
             log.warning(
                 "⚠️ plugin '%s' (%s) is not a voxbridge Plugin named '%s', skipped",

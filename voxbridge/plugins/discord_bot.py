@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,17 +21,17 @@ import trio
 from disnake.ext import commands
 from disnake.interactions import ApplicationCommandInteraction
 
+from ..brain import Conversation, Message
 from ..config.model import reveal
-from ..errors import BrainError, PermanentFailure
+from ..errors import BrainError, PermanentFailure, VoxbridgeError
 from .aio import run_on_loop, to_trio
 from .api import Context
-from .brain import Message, Turn, think
+from .discord_reply import Reply, split_message, stream_to
 
-__all__ = ["APOLOGY", "QUEUE_LIMIT", "run", "split_message"]
+__all__ = ["APOLOGY", "QUEUE_LIMIT", "run"]
 
 log = logging.getLogger("voxbridge.plugins.discord")
 
-LIMIT = 2000  # Discord's message length
 QUEUE_LIMIT = 20  # messages waiting per channel while the brain is busy
 APOLOGY = "Sorry — I can't answer right now. Please try again in a moment."
 TYPING_AFTER = 0.3  # a quicker answer needs no "typing…" (and spends no request on it)
@@ -45,23 +44,6 @@ _INTENTS_HELP = (
 
 T = TypeVar("T")
 Inter = ApplicationCommandInteraction[commands.InteractionBot]
-
-
-def split_message(text: str, limit: int = LIMIT) -> list[str]:
-    """``text`` in pieces of at most ``limit`` characters, cut at a line break, else a space."""
-    parts: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        cut = rest.rfind("\n", 0, limit + 1)
-        if cut <= 0:
-            cut = rest.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +60,7 @@ class _Incoming:
 @dataclass(eq=False)
 class _Channel:
     inbox: trio.MemorySendChannel[_Incoming]
-    # Twice the schema's largest `history`: enough whatever the agent's setting becomes.
-    history: deque[Turn] = field(default_factory=lambda: deque(maxlen=2000))
+    conversation: Conversation = field(default_factory=Conversation)
 
 
 def _from_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -238,7 +219,7 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
             if state is None:
                 send, receive = trio.open_memory_channel[_Incoming](QUEUE_LIMIT)
                 state = channels[item.channel_id] = _Channel(send)
-                nursery.start_soon(_serve_channel, ctx, state, receive)
+                nursery.start_soon(_serve_channel, ctx, state, receive, nursery)
             try:
                 state.inbox.send_nowait(item)
             except trio.WouldBlock:
@@ -301,15 +282,19 @@ def _cancel_leftovers(bot: commands.InteractionBot) -> None:
 
 
 async def _serve_channel(
-    ctx: Context, state: _Channel, inbox: trio.MemoryReceiveChannel[_Incoming]
+    ctx: Context,
+    state: _Channel,
+    inbox: trio.MemoryReceiveChannel[_Incoming],
+    background: trio.Nursery,
 ) -> None:
-    """Answer one channel's messages in order, one at a time."""
+    """Answer one channel's messages in order, one at a time (the last edits of an answer,
+    held back by the edit rhythm, are made in ``background`` while the next one starts)."""
     async for item in inbox:
         if not item.addressed and (
             item.guild_id is None or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
         ):
             continue  # an ambient message for another agent
-        await _answer(ctx, state, item)
+        await _answer(ctx, state, item, background)
 
 
 async def _typing(message: disnake.Message) -> None:
@@ -319,12 +304,38 @@ async def _typing(message: disnake.Message) -> None:
         await trio.sleep(TYPING_EVERY)
 
 
-async def _answer(ctx: Context, state: _Channel, item: _Incoming) -> None:
+async def _settle(ctx: Context, reply: Reply[disnake.Message]) -> None:
+    try:
+        await reply.settle()
+    except disnake.HTTPException as exc:
+        ctx.count("send_errors")
+        ctx.log.error("❌ could not finish a reply: %s", exc)
+
+
+class _ReplySink:
+    """Pages of a reply on Discord: the first replies to the message, the rest follow it."""
+
+    def __init__(self, message: disnake.Message, typing: trio.CancelScope) -> None:
+        self._message = message
+        self._typing = typing
+        self.first_post_at: float | None = None
+
+    async def post(self, text: str) -> disnake.Message:
+        if self.first_post_at is None:
+            self._typing.cancel()  # the text itself shows that the bot is writing
+            self.first_post_at = trio.current_time()
+            return await run_on_loop(lambda: self._message.reply(text, mention_author=False))
+        return await run_on_loop(lambda: self._message.channel.send(text))
+
+    async def edit(self, handle: disnake.Message, text: str) -> None:
+        await run_on_loop(lambda: handle.edit(content=text))
+
+
+async def _answer(
+    ctx: Context, state: _Channel, item: _Incoming, background: trio.Nursery
+) -> None:
     agent = ctx.agent
-    history = state.history
-    question = Turn("user", item.text)
-    recent = list(history)[-agent.history :] if agent.history else []
-    turns = [*recent, question]
+    turns = state.conversation.context(agent.history, item.text)
     message = Message(
         session_id=f"discord:{item.channel_id}",
         user_id=str(item.author_id),
@@ -332,29 +343,41 @@ async def _answer(ctx: Context, state: _Channel, item: _Incoming) -> None:
         text=item.text,
     )
     started = trio.current_time()
-    async with trio.open_nursery() as typing:
-        typing.start_soon(_typing, item.message)
+    typing = trio.CancelScope()
+    sink = _ReplySink(item.message, typing)
+    failure: VoxbridgeError | disnake.HTTPException | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def show_typing() -> None:
+            with typing:
+                await _typing(item.message)
+
+        nursery.start_soon(show_typing)
         try:
-            reply = (await think(ctx, message, turns)).strip()
-            if not reply:
-                raise BrainError("the brain answered with an empty message")
-        except BrainError as exc:
-            ctx.count("brain_errors")
-            ctx.log.error("❌ could not answer in channel %s: %s", item.channel_id, exc)
-            ctx.note(f"last brain error: {exc}")
-            reply = ""
-        finally:
-            typing.cancel_scope.cancel()
+            async with ctx.think(message, turns) as answer:
+                try:
+                    reply = await stream_to(sink, answer)
+                finally:
+                    if answer.text.strip():
+                        state.conversation.record(item.text, answer.text, cut=not answer.done)
+            failure = reply.failure
+            background.start_soon(_settle, ctx, reply)
+        except (BrainError, disnake.HTTPException) as exc:
+            failure = exc
+        typing.cancel()
+    if sink.first_post_at is not None:
+        ctx.observe("first_text", sink.first_post_at - started)
     ctx.observe("brain", trio.current_time() - started)
-    if reply:
-        history.append(question)
-        history.append(Turn("assistant", reply))
-    await _send(item.message, split_message(reply) if reply else [APOLOGY])
+    if isinstance(failure, disnake.HTTPException):
+        # Missing permissions in one channel, say: that reply is lost, the bot is not.
+        ctx.count("send_errors")
+        ctx.log.error("❌ could not reply in channel %s: %s", item.channel_id, failure)
+        return
+    if failure is not None:
+        ctx.count("brain_errors")
+        what = "could not answer" if sink.first_post_at is None else "answer broke off"
+        ctx.log.error("❌ %s in channel %s: %s", what, item.channel_id, failure)
+        ctx.note(f"last brain error: {failure}")
+        if sink.first_post_at is None:
+            await run_on_loop(lambda: item.message.reply(APOLOGY, mention_author=False))
     ctx.count("messages")
-
-
-async def _send(message: disnake.Message, parts: list[str]) -> None:
-    first, *rest = parts
-    await run_on_loop(lambda: message.reply(first, mention_author=False))
-    for part in rest:
-        await run_on_loop(lambda p=part: message.channel.send(p))  # type: ignore[misc]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import trio
 
+from ..brain import N8nClient
 from ..config.duration import parse_duration
 from .api import Context
-from .brain import N8nClient
 
 __all__ = ["run"]
 

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .metrics import render_metrics
 
 if TYPE_CHECKING:
-    from ..runtime.run import Runtime
+    from ..runtime.fleet import Runtime
 
 __all__ = ["agent_view", "agents_view", "create_app", "serve_status"]
 

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from ..runtime.state import ActorState
 
 if TYPE_CHECKING:
-    from ..runtime.run import Runtime
+    from ..runtime.fleet import Runtime
 
 __all__ = ["render_metrics"]
 
@@ -73,7 +73,8 @@ class _RuntimeCollector(Collector):
         )
         for name, help_text in (
             ("reload", "File saved to change applied, seconds"),
-            ("brain", "Message to brain answer, seconds"),
+            ("brain", "Message to the whole answer shown, seconds"),
+            ("first_text", "Message to the first text of the answer shown, seconds"),
         ):
             hist = table.histograms.get(name)
             family = HistogramMetricFamily(f"voxbridge_{name}_seconds", help_text)

@@ -1,0 +1,121 @@
+"""The rhythm of a streamed Discord reply, on Trio's mock clock: when it is posted, how often
+it is edited, where it continues, how a failure shows."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from voxbridge.brain import Answer
+from voxbridge.errors import BrainError
+from voxbridge.plugins.discord_reply import BROKE_OFF, CURSOR, stream_to
+
+
+class Recorder:
+    """A sink that remembers every write, with the (mock) time it happened."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, str, int, str]] = []  # (time, op, message, text)
+        self.messages: list[str] = []
+
+    async def post(self, text: str) -> int:
+        self.messages.append(text)
+        self.writes.append((trio.current_time(), "post", len(self.messages) - 1, text))
+        return len(self.messages) - 1
+
+    async def edit(self, handle: int, text: str) -> None:
+        self.messages[handle] = text
+        self.writes.append((trio.current_time(), "edit", handle, text))
+
+
+async def feed(
+    send: trio.MemorySendChannel[str | BrainError],
+    steps: Sequence[tuple[float, str | BrainError]],
+) -> None:
+    """Send each delta after its delay, then close (the brain's side of an Answer)."""
+    async with send:
+        for delay, item in steps:
+            await trio.sleep(delay)
+            await send.send(item)
+
+
+async def show(steps: Sequence[tuple[float, str | BrainError]], **kw: int) -> Recorder:
+    sink = Recorder()
+    send, receive = trio.open_memory_channel[str | BrainError](100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed, send, steps)
+        reply = await stream_to(sink, Answer(receive), **kw)  # type: ignore[arg-type]
+        await reply.settle()
+        if reply.failure is not None:
+            raise reply.failure
+    return sink
+
+
+async def test_posted_at_the_first_delta_then_edited_once_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = trio.current_time()
+    # 30 deltas, one every 0.1 s from t = 0.5 s: three seconds of answer.
+    sink = await show([(0.5, "w0 ")] + [(0.1, f"w{n} ") for n in range(1, 30)])
+    times = [t - start for t, *_ in sink.writes]
+    ops = [op for _, op, _, _ in sink.writes]
+    assert ops[0] == "post" and times[0] == pytest.approx(0.5)
+    assert sink.writes[0][3] == "w0" + CURSOR
+    assert set(ops[1:]) == {"edit"}
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1.0 - 1e-9  # never more than once a second...
+    assert len(ops) == 4  # ...and no slower: post at 0.5, edits at 1.5, 2.5, 3.5
+    assert all(text.endswith(CURSOR) for *_, text in sink.writes[:-1])
+    assert sink.messages == [" ".join(f"w{n}" for n in range(30))]
+
+
+async def test_an_answer_complete_at_once_is_posted_whole(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = await show([(0.2, "all of it at once")])
+    assert [(op, text) for _, op, _, text in sink.writes] == [("post", "all of it at once")]
+
+
+async def test_past_2000_characters_it_goes_on_in_a_new_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    line = "x" * 99 + "\n"
+    sink = await show([(0.05, line)] * 50)  # 5,000 characters over 2.5 s
+    assert len(sink.messages) == 3
+    assert all(len(m) <= 2000 for m in sink.messages)
+    assert "".join(m + "\n" for m in sink.messages) == line * 50
+    assert not any(m.endswith(CURSOR) for m in sink.messages)
+    # Each message keeps the rhythm on its own.
+    for index in range(3):
+        times = [t for t, _, i, _ in sink.writes if i == index]
+        assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(times))
+
+
+async def test_a_failure_midway_keeps_the_text_and_adds_one_line(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = Recorder()
+    send, receive = trio.open_memory_channel[str | BrainError](100)
+    async with trio.open_nursery() as nursery:
+        steps = [(0.1, "The answer "), (0.3, "is"), (0.3, BrainError("stream broke"))]
+        nursery.start_soon(feed, send, steps)
+        reply = await stream_to(sink, Answer(receive))
+        await reply.settle()
+    assert sink.messages == [f"The answer is\n{BROKE_OFF}"]
+    assert str(reply.failure) == "stream broke"
+
+
+async def test_a_failure_before_any_text_posts_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = Recorder()
+    send, receive = trio.open_memory_channel[str | BrainError](100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed, send, [(0.1, "  \n"), (0.5, BrainError("down"))])
+        with pytest.raises(BrainError, match="down"):
+            await stream_to(sink, Answer(receive))
+    assert sink.writes == []

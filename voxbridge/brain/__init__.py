@@ -1,0 +1,34 @@
+"""How an agent thinks: a stream of text from its LLM or its n8n workflow.
+
+Every channel that answers — Discord text, the web chat, the terminal, voice — consumes the same
+stream::
+
+    async with think(agent, message, conversation.context(agent.history, message.text),
+                     http=http, n8n=n8n) as answer:
+        async for delta in answer:
+            ...                       # show it as it comes
+    conversation.record(message.text, answer.text, cut=not answer.done)
+
+Leaving the block (or being cancelled) closes the HTTP request at once.
+"""
+
+from .conversation import CUT_MARK, Conversation
+from .llm import LLMClient
+from .messages import Message, Turn
+from .n8n import N8nClient, parse_n8n
+from .retry import MAX_TRIES
+from .think import Answer, Think, think
+
+__all__ = [
+    "CUT_MARK",
+    "MAX_TRIES",
+    "Answer",
+    "Conversation",
+    "LLMClient",
+    "Message",
+    "N8nClient",
+    "Think",
+    "Turn",
+    "parse_n8n",
+    "think",
+]

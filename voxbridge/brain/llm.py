@@ -1,0 +1,187 @@
+"""An OpenAI-compatible chat completions endpoint, streamed (server-sent events).
+
+``POST {base_url}/chat/completions`` with the system prompt and the conversation, over a pooled
+httpx client. Deltas are handed on as each event arrives. 429 and 5xx are retried honouring
+``Retry-After``, as are timeouts and unreachable hosts — but only until the first delta: once
+text has been delivered, a failure is reported, not retried. A server that answers with plain
+JSON (no stream) gives the whole reply as one delta.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+import trio
+
+from ..config.model import LLMConfig, reveal
+from ..errors import BrainError
+from ..secrets.crypto import Secret
+from .messages import Turn
+from .retry import RETRY_STATUS, Retry, retry_after, with_retries
+
+__all__ = ["Emit", "LLMClient", "shown_url"]
+
+Emit = Callable[[str], Awaitable[None]]
+
+
+def shown_url(url: str | Secret) -> str:
+    """A URL as it may appear in a message: no credentials, no query (keys hide there), and
+    nothing at all of one that was encrypted."""
+    if isinstance(url, Secret):
+        return "the (encrypted) llm.base_url"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "llm.base_url (not a valid URL)"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}".rstrip("/")
+
+
+class LLMClient:
+    """Chat completions against an OpenAI-compatible endpoint."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, rng: random.Random | None = None, base_delay: float = 0.5
+    ) -> None:
+        self._http = http
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._base_delay = base_delay
+
+    async def stream(
+        self,
+        llm: LLMConfig,
+        system_prompt: str,
+        history: Sequence[Turn],
+        emit: Emit,
+        *,
+        where: str = "llm.base_url",
+    ) -> None:
+        """Hand the assistant's reply to ``history`` to ``emit``, delta by delta.
+
+        ``where`` names the setting to fix in messages (``llm.base_url in agents.d/x.yaml``).
+
+        Raises:
+            BrainError: the endpoint refused, failed or timed out after its retries, or the
+                stream broke off after text was delivered (not retried).
+
+        Cancellation: the HTTP request is closed at once.
+        """
+        base = reveal(llm.base_url).rstrip("/")
+        url = base + "/chat/completions"
+        shown = shown_url(llm.base_url)
+        headers = {"Accept": "text/event-stream, application/json"}
+        if llm.api_key is not None:
+            headers["Authorization"] = f"Bearer {llm.api_key.reveal()}"
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages += [{"role": t.role, "content": t.content} for t in history]
+        model = reveal(llm.model)
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if llm.temperature is not None:
+            body["temperature"] = llm.temperature
+        if llm.max_tokens is not None:
+            body["max_tokens"] = llm.max_tokens
+        # Read timeout per chunk: a long answer may take minutes, a silent gap may not.
+        timeout = httpx.Timeout(llm.timeout, connect=min(10.0, llm.timeout))
+        delivered = 0
+
+        async def attempt(scope: trio.CancelScope) -> None:
+            nonlocal delivered
+            async with self._http.stream(
+                "POST", url, json=body, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code in RETRY_STATUS:
+                    raise Retry(f"HTTP {response.status_code}", retry_after(response))
+                if response.status_code >= 400:
+                    raise BrainError(
+                        await _refusal(response, shown, model, where, llm.api_key is not None)
+                    )
+                try:
+                    async with contextlib.aclosing(_deltas(response)) as deltas:
+                        async for delta in deltas:
+                            if not delivered:
+                                scope.deadline = math.inf  # answering: no retries, no deadline
+                            delivered += len(delta)
+                            await emit(delta)
+                except _ErrorEvent as exc:
+                    raise BrainError(f"the LLM at {shown} reported an error: {exc}") from None
+                except (httpx.TransportError, ValueError, KeyError, TypeError, IndexError) as exc:
+                    if not delivered:
+                        if isinstance(exc, httpx.TransportError):
+                            raise
+                        raise BrainError(
+                            f"the LLM at {shown} answered in an unknown shape ({exc!r})"
+                        ) from None
+                    raise BrainError(
+                        f"the LLM at {shown} broke off after {delivered} characters "
+                        f"({type(exc).__name__})"
+                    ) from None
+
+        await with_retries(
+            f"the LLM at {shown}",
+            attempt,
+            self._rng,
+            llm.timeout,
+            self._base_delay,
+            unreachable_hint=(
+                ". Start it (Ollama: `ollama serve`, then `ollama pull "
+                f"{model}`) or set {where} to a running OpenAI-compatible server"
+            ),
+        )
+
+
+async def _refusal(
+    response: httpx.Response, shown: str, model: str, where: str, keyed: bool
+) -> str:
+    detail = (await response.aread())[:200].decode("utf-8", "replace").strip()
+    message = f"the LLM at {shown} refused: HTTP {response.status_code} {detail}".rstrip()
+    if response.status_code == 404:
+        message += (
+            f". Is {where} right (it ends in /v1 for most servers) and is the model "
+            f"'{model}' there (Ollama: `ollama pull {model}`)?"
+        )
+    elif response.status_code in (401, 403):
+        message += (
+            ". Check llm.api_key" if keyed else ". The server wants a key: set llm.api_key"
+        ) + " (then `voxbridge encrypt` the file)"
+    return message
+
+
+class _ErrorEvent(Exception):
+    """An ``{"error": ...}`` event in the stream (OpenRouter and vLLM send them mid-answer)."""
+
+
+async def _deltas(response: httpx.Response) -> Any:
+    """The text deltas of a response: server-sent events, or one JSON body (not streamed)."""
+    if "text/event-stream" not in response.headers.get("content-type", ""):
+        data = json.loads(await response.aread())
+        yield str(data["choices"][0]["message"]["content"] or "")
+        return
+    done = False
+    failed: str | None = None
+    # Read to the end rather than stop at [DONE] or an error: httpx's nested byte/text/line
+    # generators are only closed at once (under Trio) when exhausted; otherwise Trio finalizes
+    # them later, with a ResourceWarning.
+    async for line in response.aiter_lines():
+        if done or failed or not line.startswith("data:"):
+            continue  # comments, event names, keep-alives
+        data = line[5:].strip()
+        if data == "[DONE]":
+            done = True
+            continue
+        chunk = json.loads(data)
+        if isinstance(chunk, dict) and chunk.get("error"):
+            error = chunk["error"]
+            failed = str(error.get("message", error) if isinstance(error, dict) else error)
+            continue
+        choices = chunk.get("choices") or []
+        delta = (choices[0].get("delta") or {}).get("content") if choices else None
+        if delta:
+            yield delta
+    if failed:
+        raise _ErrorEvent(failed[:200])

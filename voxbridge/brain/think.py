@@ -1,0 +1,179 @@
+"""Routing one message to the agent's brain, and the answer as a stream of text deltas.
+
+n8n answers when it is ``mode: primary``; else the LLM does, and n8n (``mode: fallback``) takes
+over when the LLM fails before its first delta. The answer is produced by a task of its own
+into a bounded channel, so the consumer reads at its own pace (back-pressure reaches the HTTP
+stream) and leaving the ``async with`` block cancels the request at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import httpx
+import trio
+
+from ..config.model import Agent, reveal
+from ..errors import BrainError
+from .llm import Emit, LLMClient
+from .messages import Message, Turn
+from .n8n import N8nClient
+
+__all__ = ["Answer", "Think", "think"]
+
+log = logging.getLogger("voxbridge.brain")
+
+_BUFFER = 256  # deltas the producer may run ahead of a slow consumer
+
+
+class Answer:
+    """An answer as it arrives: ``async for delta in answer`` gives each piece of text.
+
+    The iteration ends when the answer is complete (:attr:`done`); it raises
+    :class:`~voxbridge.errors.BrainError` where the brain failed (after the text so far).
+    """
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[str | BrainError]) -> None:
+        self._receive = receive
+        self.text = ""
+        """Everything delivered so far."""
+        self.done = False
+        """Whether the whole answer has been delivered."""
+
+    def __aiter__(self) -> Answer:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            item = await self._receive.receive()
+        except trio.EndOfChannel:
+            self.done = True
+            raise StopAsyncIteration from None
+        return self._take(item)
+
+    def _take(self, item: str | BrainError) -> str:
+        if isinstance(item, BrainError):
+            raise item
+        self.text += item
+        return item
+
+    def ready(self) -> str:
+        """The deltas that have arrived already, without waiting (sets :attr:`done` when the
+        answer is complete: a consumer can skip the "still typing" look).
+
+        Raises:
+            BrainError: the brain failed after those.
+        """
+        parts = []
+        while True:
+            try:
+                parts.append(self._take(self._receive.receive_nowait()))
+            except trio.WouldBlock:
+                break
+            except trio.EndOfChannel:
+                self.done = True
+                break
+        return "".join(parts)
+
+
+Think = Callable[[Message, Sequence[Turn]], AbstractAsyncContextManager[Answer]]
+"""``think`` with the agent and its clients bound: what a channel is handed to answer with."""
+
+
+@asynccontextmanager
+async def think(
+    agent: Agent,
+    message: Message,
+    history: Sequence[Turn],
+    *,
+    http: httpx.AsyncClient,
+    n8n: N8nClient | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> AsyncIterator[Answer]:
+    """The agent's answer to ``message``, as a stream (``history`` ends with the message).
+
+    ``n8n`` is the agent's running n8n client, if it has one.
+
+    Cancellation: leaving the block, or being cancelled inside it, cancels the brain's request
+    at once; the consumer's own exception goes on unchanged.
+    """
+    send, receive = trio.open_memory_channel[str | BrainError](_BUFFER)
+    answer = Answer(receive)
+    failure: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_produce, send, agent, message, history, http, n8n, logger)
+        try:
+            yield answer
+        except BaseException as exc:  # re-raised below, outside the nursery: not a group
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _produce(
+    send: trio.MemorySendChannel[str | BrainError],
+    agent: Agent,
+    message: Message,
+    history: Sequence[Turn],
+    http: httpx.AsyncClient,
+    n8n: N8nClient | None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    async with send:
+        try:
+            whole = await _route(send.send, agent, message, history, http, n8n, logger)
+            if whole is not None:
+                # Handed over and closed with no checkpoint between: the consumer sees a
+                # complete answer at once (and Discord posts it without the cursor).
+                send.send_nowait(whole)
+        except BrainError as exc:
+            await send.send(exc)
+
+
+async def _route(
+    emit: Emit,
+    agent: Agent,
+    message: Message,
+    history: Sequence[Turn],
+    http: httpx.AsyncClient,
+    n8n: N8nClient | None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> str | None:
+    """Stream the answer through ``emit``, or return it whole (n8n answers all at once)."""
+    section = agent.plugins.get("n8n")
+    mode = str(section.settings.get("mode", "fallback")) if section and section.enabled else None
+    n8n = n8n if mode else None
+    if mode == "primary":
+        if n8n is None:
+            raise BrainError("the n8n plugin (mode: primary) is not running")
+        return await n8n.ask(agent, message, history)
+    if agent.llm is None:
+        if n8n is None:
+            raise BrainError("this agent has no brain: give it an llm section or an n8n plugin")
+        return await n8n.ask(agent, message, history)
+    delivered = False
+
+    async def counted(delta: str) -> None:
+        nonlocal delivered
+        delivered = True
+        await emit(delta)
+
+    try:
+        await LLMClient(http).stream(
+            agent.llm,
+            reveal(agent.system_prompt),
+            history,
+            counted,
+            where=f"llm.base_url in {agent.where('llm')}",
+        )
+        if not delivered:
+            raise BrainError("the LLM answered with an empty message")
+    except BrainError as exc:
+        if n8n is None or delivered:
+            raise
+        logger.warning("⚠️ LLM failed (%s); asking n8n instead", exc)
+        return await n8n.ask(agent, message, history)
+    return None

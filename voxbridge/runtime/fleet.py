@@ -1,0 +1,280 @@
+"""The running fleet: the object actors' contexts call (the plugin API's ``Fleet``) and the
+status server reads — the agent index, the state table, the supervisor, the services actors
+provide, the shared HTTP client.
+
+It is built and driven by :mod:`voxbridge.runtime.run`; nothing here starts tasks of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+from ..config.load import AgentIndex
+from ..config.model import Agent
+from ..errors import PermanentFailure, VoxbridgeError
+from ..logs import actor_logger
+from ..plugins.api import Actor, Context, Plugin
+from ..secrets.keys import Keyring, load_keyring
+from .default_agent import DefaultAgent, Selections
+from .monitor import Monitor
+from .reconciler import Reconciler
+from .shard import Shard
+from .state import ActorKey, ActorState, StateTable
+from .supervisor import ActorSpec, Supervisor
+from .systemd import Notifier
+
+__all__ = ["RunOptions", "Runtime"]
+
+log = logging.getLogger("voxbridge.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``voxbridge run`` can be told (SPEC §5)."""
+
+    agents_dir: Path = Path("agents.d")
+    keys_dir: Path = Path("keys")
+    listen: str | None = "127.0.0.1:4900"
+    api_token: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    default_agent_ttl: float = 300.0
+    poll: bool = False
+    shard: Shard = field(default_factory=Shard)
+    state_dir: Path = Path(".voxbridge")
+    discord_api_base: str | None = None
+    grace: float = 5.0
+    summary_timeout: float = 60.0
+
+
+def _unimportable(plugin: str, error: str) -> Actor:
+    async def actor(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+        raise PermanentFailure(f"the {plugin} plugin cannot be loaded: {error}")
+
+    return actor
+
+
+class Runtime:
+    """The running fleet: what plugins' contexts call (the :class:`~voxbridge.plugins.api.Fleet`
+    protocol) and what the status server reads."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        nursery: trio.Nursery,
+        plugins: Mapping[str, Plugin],
+        *,
+        rng: random.Random | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.options = options
+        self.plugins = plugins
+        self.table = StateTable()
+        self.index = AgentIndex()
+        self.default_agent = DefaultAgent(self.index, ttl=options.default_agent_ttl)
+        self.selections = Selections(options.state_dir / "selections.json")
+        self.supervisor = Supervisor(nursery, self.table, grace=options.grace, rng=rng)
+        self.monitor = Monitor()
+        self.keyring: Keyring = load_keyring(options.keys_dir)
+        self._keys_stamp = self._stamp()
+        self.reconciler = Reconciler(
+            options.agents_dir,
+            self.current_keyring,
+            self.index,
+            self.supervisor,
+            self.table,
+            self.default_agent,
+            self.spec_for,
+            owns=options.shard.owns,
+            plugins=plugins,
+            on_change=self._agent_changed,
+        )
+        self.ready = False
+        self.stopping = False
+        self.status_url: str | None = None
+        self.notifier = Notifier()
+        self._actors: dict[str, Actor] = {}
+        self._changes: dict[str, trio.Event] = {}
+        self._services: dict[ActorKey, object] = {}
+        self._http = http
+
+    def _agent_changed(self, agent_id: str) -> None:
+        event = self._changes.pop(agent_id, None)
+        if event is not None:
+            event.set()
+
+    async def _wait_change(self, agent_id: str) -> None:
+        await self._changes.setdefault(agent_id, trio.Event()).wait()
+
+    # --- Fleet ---------------------------------------------------------------------------------
+
+    def agents(self) -> Mapping[str, Agent]:
+        return self.index.by_id
+
+    def agent_named(self, name: str) -> Agent | None:
+        return self.index.by_name(name)
+
+    def default_agent_id(self) -> str | None:
+        return self.default_agent.get()
+
+    def active_agent_id(self, guild_id: int) -> str | None:
+        chosen = self.selections.get(guild_id)
+        if chosen is not None:
+            agent = self.index.get(chosen)
+            if agent is not None and "discord" in agent.enabled_plugins:
+                return chosen
+        return self.default_agent.get()
+
+    def selected_agent_id(self, guild_id: int) -> str | None:
+        return self.selections.get(guild_id)
+
+    def select(self, guild_id: int, agent_id: str) -> None:
+        self.selections.select(guild_id, agent_id)
+
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError("this Runtime was made without an HTTP client (serve() gives one)")
+        return self._http
+
+    def service(self, agent_id: str, name: str) -> object | None:
+        return self._services.get((agent_id, name))
+
+    def provide(self, agent_id: str, name: str, service: object | None) -> None:
+        if service is None:
+            self._services.pop((agent_id, name), None)
+        else:
+            self._services[agent_id, name] = service
+
+    # --- actors --------------------------------------------------------------------------------
+
+    def _actor(self, plugin: str) -> Actor:
+        if plugin not in self._actors:
+            try:
+                actor = self.plugins[plugin].load_actor()
+            except Exception as exc:  # a broken plugin package must not stop the others
+                actor = _unimportable(plugin, f"{type(exc).__name__}: {exc}")
+            self._actors[plugin] = actor or _unimportable(plugin, "it has no actor")
+        return self._actors[plugin]
+
+    def spec_for(self, agent: Agent, plugin: str) -> ActorSpec:
+        """How to run ``plugin`` for ``agent``: the context reads the agent live."""
+        key: ActorKey = (agent.id, plugin)
+        config = agent.plugins[plugin]
+        last = [agent]
+
+        def current() -> Agent:
+            found = self.index.get(agent.id)
+            if found is not None:
+                last[0] = found
+            return last[0]
+
+        def make_context() -> Context:
+            return Context(
+                agent_id=agent.id,
+                plugin=plugin,
+                config=config,
+                log=actor_logger(agent.id, plugin),
+                fleet=self,
+                state_dir=self.options.state_dir,
+                grace=self.options.grace,
+                options={
+                    "discord_api_base": self.options.discord_api_base,
+                    "status_url": self.status_url,
+                },
+                _agent=current,
+                _note=lambda detail: self.table.note(key, detail),
+                _count=lambda name, n: self.table.count(key, name, n),
+                _changed=lambda: self._wait_change(agent.id),
+                _observe=self.table.observe,
+            )
+
+        return ActorSpec(key, self._actor(plugin), make_context, current)
+
+    def _stamp(self) -> int:
+        try:
+            return self.options.keys_dir.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def current_keyring(self) -> Keyring:
+        """The private keys, re-read when keys/ changed (a rotation adds a .key while running:
+        the files re-encrypted for it must not wait for a SIGHUP)."""
+        stamp = self._stamp()
+        if stamp != self._keys_stamp:
+            self._keys_stamp = stamp
+            self._reload_keys()
+        return self.keyring
+
+    def _reload_keys(self) -> None:
+        try:
+            self.keyring = load_keyring(self.options.keys_dir)
+        except VoxbridgeError as exc:
+            log.error("❌ keys not reloaded, the ones already loaded stay in use: %s", exc)
+
+    async def rescan(self, *, reload_keys: bool = False) -> None:
+        """Apply every file again (SIGHUP): keys are re-read, unchanged content re-decrypted.
+
+        Keys that no longer load (a key made world-readable, a corrupt file) are reported and
+        the keys already held stay in use: a running fleet never dies of a SIGHUP.
+        """
+        self.notifier.reloading()
+        try:
+            if reload_keys:
+                self._reload_keys()
+            await self.reconciler.rescan(force=reload_keys)
+        finally:
+            self.notifier.ready(self.summary())
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: agents, actors by state, files with errors."""
+        states = self.table.by_state()
+        by_state = ", ".join(f"{n} {s.value}" for s, n in sorted(states.items()) if n)
+        broken = len(self.table.problems())
+        return f"{len(self.index.by_id)} agents; actors: {by_state or 'none'}" + (
+            f"; {broken} file(s) with errors" if broken else ""
+        )
+
+    async def apply(self, paths: Iterable[Path]) -> None:
+        """A watcher batch, told to systemd as a reload."""
+        self.notifier.reloading()
+        try:
+            await self.reconciler.apply_paths(paths)
+        finally:
+            self.notifier.ready(self.summary())
+
+    async def shutdown(self) -> None:
+        """Stop every actor within the grace period (they stop at once, in parallel)."""
+        self.notifier.stopping()
+        self.stopping = True
+        self.reconciler.close()
+        await self.supervisor.stop_many(self.supervisor.keys())
+
+    async def summarize_start(self, keys: list[ActorKey]) -> None:
+        """Log the seed's start-up summary once every actor is ready or has failed once."""
+        with trio.move_on_after(self.options.summary_timeout):
+            await self.supervisor.wait_first_attempts(keys)
+        states = [self.table.get(k) for k in keys]
+        running = [s for s in states if s is not None and s.state == ActorState.RUNNING]
+        failed = [
+            s
+            for s in states
+            if s is not None and s.state in (ActorState.BACKOFF, ActorState.FAILED)
+        ]
+        waiting = len(keys) - len(running) - len(failed)
+        agents = len({s.agent for s in running})
+        log.info("✅ Initialized %d plugins across %d agents", len(running), agents)
+        if failed:
+            log.warning(
+                "⚠️ %d plugin%s failed to initialize", len(failed), "" if len(failed) == 1 else "s"
+            )
+        if waiting:
+            log.warning(
+                "⚠️ %d plugin(s) still starting after %.0fs", waiting, self.options.summary_timeout
+            )
