@@ -36,11 +36,12 @@ async def feed(
     send: trio.MemorySendChannel[str | BrainError],
     steps: Sequence[tuple[float, str | BrainError]],
 ) -> None:
-    """Send each delta after its delay, then close (the brain's side of an Answer)."""
+    """Send each delta after its delay, then close (the brain's side of an Answer). The last
+    one and the close come with no checkpoint between, as n8n's whole answer does."""
     async with send:
         for delay, item in steps:
             await trio.sleep(delay)
-            await send.send(item)
+            send.send_nowait(item)
 
 
 async def show(steps: Sequence[tuple[float, str | BrainError]], **kw: int) -> Recorder:
