@@ -112,7 +112,7 @@ def test_the_new_user_flow(project: Path, cli: CliRunner) -> None:
 
     r = cli("check")
     assert r.returncode == 0, r.stdout
-    assert "2 agent(s)" in r.stdout and "1 enabled plugin(s)" in r.stdout
+    assert "2 agent(s)" in r.stdout and "2 enabled plugin(s)" in r.stdout
 
 
 def test_check_reports_every_problem_in_every_file(project: Path, cli: CliRunner) -> None:

@@ -16,21 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.conftest import clean_env
 from voxbridge import testing
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+pytestmark = needs_chromium
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "dashboard.png"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:

@@ -126,9 +126,21 @@ async def test_a_token_is_required_when_set(tmp_path: Path) -> None:
             ).status_code == 401
             ok = await http.get("/api/agents", headers={"Authorization": "Bearer s3cret"})
             assert ok.status_code == 200
-            assert (await http.get("/metrics?token=s3cret")).status_code == 200
+            # The token no longer works in an API URL (it would land in logs and history)...
+            assert (await http.get("/metrics?token=s3cret")).status_code == 401
+            # ...a page opened once with it trades it for a cookie and drops it from the URL.
+            r = await http.get("/?token=s3cret")
+            assert r.status_code == 303 and r.headers["location"] == "/"
+            cookie = r.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert "s3cret" not in cookie
+            assert (await http.get("/api/agents")).status_code == 200  # the cookie, by itself
+        async with httpx.AsyncClient(base_url=rt.status_url) as fresh:
+            assert (await fresh.get("/?token=wrong")).status_code == 401
         ws_url = rt.status_url.replace("http", "ws") + "/api/events"
-        async with open_websocket_url(ws_url + "?token=s3cret") as ws:
+        async with open_websocket_url(
+            ws_url, extra_headers=[(b"authorization", b"Bearer s3cret")]
+        ) as ws:
             assert json.loads(await ws.get_message())["type"] == "hello"
         nursery.cancel_scope.cancel()
 

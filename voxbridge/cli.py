@@ -130,6 +130,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TOKEN",
         help="bearer token the status server requires (needed off loopback)",
     )
+    c.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the status server answers to (besides its address and localhost); "
+        "repeatable",
+    )
+    c.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="another web origin (https://ops.example) allowed to use the API and its "
+        "sockets from a browser; repeatable",
+    )
     c.add_argument("--log-format", choices=("text", "json"), default="text")
     c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     c.add_argument(
@@ -382,6 +398,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         keys_dir=args.keys_dir,
         listen=listen,
         api_token=args.api_token,
+        allow_hosts=tuple(args.allow_host),
+        allow_origins=tuple(args.allow_origin),
         log_format=args.log_format,
         log_level=args.log_level,
         default_agent_ttl=args.default_agent_ttl,

@@ -92,8 +92,8 @@ async def _follow(base: str, token: str | None, json_out: bool) -> None:
     from trio_websocket import open_websocket_url
 
     ws_url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    ws_url += "/api/events" + (f"?token={token}" if token else "")
-    async with open_websocket_url(ws_url) as ws:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
+    async with open_websocket_url(ws_url + "/api/events", extra_headers=headers) as ws:
         while True:
             event = json.loads(await ws.get_message())
             if json_out:

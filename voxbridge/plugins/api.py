@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 import trio
@@ -36,7 +36,18 @@ import trio
 from ..brain import Answer, Message, N8nClient, Turn, think
 from ..config.model import Agent, PluginConfig
 
-__all__ = ["ENTRY_POINT_GROUP", "Actor", "Context", "Fleet", "Plugin", "installed_plugins"]
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Actor",
+    "Context",
+    "Fleet",
+    "Plugin",
+    "WebEndpoints",
+    "installed_plugins",
+]
 
 
 class Fleet(Protocol):
@@ -76,6 +87,25 @@ class Fleet(Protocol):
 
     def provide(self, agent_id: str, name: str, service: object | None) -> None:
         """Publish (or, with None, withdraw) a running actor's service."""
+        ...
+
+
+@runtime_checkable
+class WebEndpoints(Protocol):
+    """A service an actor may provide (``ctx.provide``) to be reached through the status
+    server, which finds it through the runtime (it never imports plugins): a page at
+    ``GET /<name>/<agent-id>`` (``chat``) and WebSockets at ``/api/agents/<agent-id>/<name>``.
+
+    The server has checked the Host, the Origin and the API token before it calls these.
+    """
+
+    def page(self, name: str) -> str | None:
+        """The HTML of page ``name``, or None if this service has no such page."""
+        ...
+
+    async def socket(self, name: str, websocket: WebSocket) -> bool:
+        """Serve the socket ``name`` until it closes (accepting it is the service's job);
+        False, without touching it, if this service has no such socket."""
         ...
 
 

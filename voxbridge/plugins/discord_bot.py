@@ -331,9 +331,7 @@ class _ReplySink:
         await run_on_loop(lambda: handle.edit(content=text))
 
 
-async def _answer(
-    ctx: Context, state: _Channel, item: _Incoming, background: trio.Nursery
-) -> None:
+async def _answer(ctx: Context, state: _Channel, item: _Incoming, background: trio.Nursery) -> None:
     agent = ctx.agent
     turns = state.conversation.context(agent.history, item.text)
     message = Message(

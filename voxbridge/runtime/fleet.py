@@ -43,6 +43,8 @@ class RunOptions:
     keys_dir: Path = Path("keys")
     listen: str | None = "127.0.0.1:4900"
     api_token: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
     log_format: str = "text"
     log_level: str = "info"
     default_agent_ttl: float = 300.0
@@ -145,6 +147,10 @@ class Runtime:
 
     def service(self, agent_id: str, name: str) -> object | None:
         return self._services.get((agent_id, name))
+
+    def services_of(self, agent_id: str) -> list[object]:
+        """Every service the agent's running actors provide, by plugin type."""
+        return [s for (a, _), s in sorted(self._services.items()) if a == agent_id]
 
     def provide(self, agent_id: str, name: str, service: object | None) -> None:
         if service is None:

@@ -1,19 +1,17 @@
-"""The status server: JSON about agents and actors, live events, metrics and the dashboard.
+"""The status server: JSON about agents and actors, live events, metrics, the dashboard, and
+the pages and sockets actors offer (the ``web`` plugin's chat).
 
-It only reads the runtime's state table (and asks the supervisor for one thing: a restart).
-Off loopback it requires the API token, as ``Authorization: Bearer <token>`` or, for browsers'
-WebSockets and the dashboard link, ``?token=<token>``; /healthz and /readyz stay open for probes.
+It reads the runtime's state table and services (and asks the supervisor for one thing: a
+restart). Every request passes :mod:`~voxbridge.server.access` first: Host, Origin, API token.
 """
 
 from __future__ import annotations
 
-import hmac
+import html
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,102 +23,21 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .access import Access, Guard
 from .metrics import render_metrics
+from .views import actor_view, agent_view, agents_view, web_endpoints
 
 if TYPE_CHECKING:
     from ..runtime.fleet import Runtime
 
-__all__ = ["agent_view", "agents_view", "create_app", "serve_status"]
+__all__ = ["create_app", "serve_status"]
 
 log = logging.getLogger("voxbridge.server")
 EVENT_BUFFER = 1000  # events a WebSocket client may fall behind by before the oldest are dropped
-_OPEN = frozenset({"/healthz", "/readyz"})
-
-
-def _actor_view(runtime: Runtime, agent_id: str, plugin: str) -> dict[str, Any]:
-    status = runtime.table.get((agent_id, plugin))
-    if status is None:
-        return {"state": "not running"}
-    view = status.as_dict()
-    del view["agent"], view["plugin"]
-    view["counters"] = dict(runtime.table.counters((agent_id, plugin)))
-    return view
-
-
-def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
-    """One agent as the API shows it, or None if no file provides it."""
-    agent = runtime.index.get(agent_id)
-    path = runtime.reconciler.file_of(agent_id)
-    problems = [str(p) for p in runtime.table.problems().get(str(path), ())] if path else []
-    if agent is None:
-        broken = [f for f in runtime.table.problems() if Path(f).stem == agent_id]
-        if not broken:
-            return None
-        return {
-            "id": agent_id,
-            "name": None,
-            "file": broken[0],
-            "default": False,
-            "is_default": False,
-            "loaded": False,
-            "error": [str(p) for p in runtime.table.problems()[broken[0]]],
-            "plugins": {},
-        }
-    default_id = runtime.default_agent_id()
-    owned = runtime.options.shard.owns(agent_id)
-    return {
-        "id": agent.id,
-        "name": agent.name,
-        "file": str(agent.file),
-        "default": agent.default,
-        "is_default": agent.id == default_id,
-        "loaded": True,
-        "owned": owned,
-        "error": problems or None,
-        "plugins": {
-            t: (
-                {"enabled": True, **_actor_view(runtime, agent.id, t)}
-                if p.enabled
-                else {"enabled": False, "state": "disabled"}
-            )
-            for t, p in agent.plugins.items()
-        },
-    }
-
-
-def agents_view(runtime: Runtime) -> list[dict[str, Any]]:
-    """Every agent, loaded or not, by id."""
-    ids = set(runtime.index.by_id) | {Path(f).stem for f in runtime.table.problems()}
-    views = (agent_view(runtime, agent_id) for agent_id in sorted(ids))
-    return [v for v in views if v is not None]
-
-
-def _authorized(runtime: Runtime, request: Request | WebSocket) -> bool:
-    token = runtime.options.api_token
-    if not token or request.url.path in _OPEN:
-        return True
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    given = given or request.query_params.get("token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def create_app(runtime: Runtime) -> Starlette:
     """The ASGI app over ``runtime``."""
-
-    def guarded(
-        handler: Callable[[Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            if not _authorized(runtime, request):
-                return JSONResponse(
-                    {"error": "unauthorized: send Authorization: Bearer <api token>"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            return await handler(request)
-
-        return endpoint
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -150,7 +67,7 @@ def create_app(runtime: Runtime) -> Starlette:
                 status_code=404,
             )
         actors = [
-            {"agent": agent.id, "name": agent.name, **_actor_view(runtime, agent.id, plugin)}
+            {"agent": agent.id, "name": agent.name, **actor_view(runtime, agent.id, plugin)}
             for agent in sorted(runtime.index.by_id.values(), key=lambda a: a.id)
             if plugin in agent.enabled_plugins
         ]
@@ -182,12 +99,9 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def dashboard(request: Request) -> Response:
         page = files("voxbridge.server").joinpath("static/index.html").read_text("utf-8")
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=_PAGE_HEADERS)
 
     async def events(websocket: WebSocket) -> None:
-        if not _authorized(runtime, websocket):
-            await websocket.close(code=4401)
-            return
         await websocket.accept()
         with runtime.table.subscribe(maxlen=EVENT_BUFFER) as feed:
             await websocket.send_text(json.dumps({"type": "hello", "ts": time.time()}))
@@ -219,21 +133,65 @@ def create_app(runtime: Runtime) -> Starlette:
                         )
                     await websocket.send_text(json.dumps(event.as_dict(), default=str))
 
+    async def chat_page(request: Request) -> Response:
+        agent_id = request.path_params["agent_id"]
+        for endpoints in web_endpoints(runtime, agent_id):
+            page = endpoints.page("chat")
+            if page is not None:
+                return HTMLResponse(page, headers=_PAGE_HEADERS)
+        return HTMLResponse(_no_chat(runtime, agent_id), status_code=404)
+
+    async def agent_socket(websocket: WebSocket) -> None:
+        agent_id = websocket.path_params["agent_id"]
+        name = websocket.path_params["name"]
+        for endpoints in web_endpoints(runtime, agent_id):
+            if await endpoints.socket(name, websocket):
+                return
+        # Nothing serves it: say why in the protocol's own error event, then close.
+        await websocket.accept()
+        reason = f"no '{name}' socket for agent '{agent_id}'"
+        if runtime.index.get(agent_id) is None:
+            reason = f"no agent '{agent_id}' here"
+        elif name in ("chat", "voice"):
+            reason += ": enable its web plugin (plugins: {web: {enabled: true}})"
+        await websocket.send_text(json.dumps({"type": "error", "message": reason}))
+        await websocket.close(code=4404)
+
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/api/agents", guarded(agents)),
-        Route("/api/agents/{agent_id}", guarded(one_agent)),
-        Route("/api/plugins/{plugin}/status", guarded(plugin_status)),
-        Route("/api/default-agent", guarded(default_agent)),
-        Route(
-            "/api/agents/{agent_id}/plugins/{plugin}/restart", guarded(restart), methods=["POST"]
-        ),
-        Route("/metrics", guarded(metrics)),
-        Route("/", guarded(dashboard)),
+        Route("/api/agents", agents),
+        Route("/api/agents/{agent_id}", one_agent),
+        Route("/api/plugins/{plugin}/status", plugin_status),
+        Route("/api/default-agent", default_agent),
+        Route("/api/agents/{agent_id}/plugins/{plugin}/restart", restart, methods=["POST"]),
+        Route("/metrics", metrics),
+        Route("/", dashboard),
+        Route("/chat/{agent_id}", chat_page),
         WebSocketRoute("/api/events", events),
+        WebSocketRoute("/api/agents/{agent_id}/{name}", agent_socket),
     ]
     return Starlette(routes=routes)
+
+
+# The pages hold no token, and must not send one onwards either.
+_PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+
+
+def _no_chat(runtime: Runtime, agent_id: str) -> str:
+    agent = runtime.index.get(agent_id)
+    if agent is None:
+        why = f"There is no agent <b>{html.escape(agent_id)}</b> here."
+    else:
+        why = (
+            f"Agent <b>{html.escape(agent.name)}</b> has no chat: add "
+            "<code>plugins: {web: {enabled: true}}</code> to "
+            f"<code>{html.escape(str(agent.file))}</code>."
+        )
+    return (
+        '<!doctype html><meta charset="utf-8"><title>no chat</title>'
+        f'<p>{why}</p><p><a href="/">Back to the dashboard</a></p>'
+    )
 
 
 async def serve_status(
@@ -252,5 +210,7 @@ async def serve_status(
             log.info("📊 Status server on %s (dashboard at /, metrics at /metrics)", url)
             task_status.started(url)
 
-    app: Any = create_app(runtime)
+    options = runtime.options
+    access = Access.of(listen, options.api_token, options.allow_hosts, options.allow_origins)
+    app: Any = Guard(create_app(runtime), access)
     await serve(app, config, task_status=Started(), mode="asgi")  # type: ignore[arg-type]

@@ -1,0 +1,168 @@
+"""``WS /api/agents/<agent-id>/chat``: one conversation per connection (SPEC §10).
+
+Client → server: ``{"type": "message", "text": "…"}``, and ``{"type": "cancel"}`` to stop the
+answer in flight. Server → client: ``{"type": "delta", "text": "…"}`` as the answer arrives, then
+``{"type": "done"}``, or ``{"type": "error", "message": "…"}``. Anything malformed gets an error
+event and the connection goes on; messages sent while an answer is running wait their turn (a
+few at most). A slow reader slows its own answer down, nobody else's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ...brain import Conversation, Message
+from ...errors import BrainError
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from .actor import WebService
+
+__all__ = ["MAX_FRAME", "MAX_TEXT", "QUEUE", "serve_chat"]
+
+MAX_FRAME = 64 * 1024  # bytes of one client message
+MAX_TEXT = 16_000  # characters of one question
+QUEUE = 4  # questions that may wait while an answer runs
+_OUTBOX = 64  # events waiting for a slow client before the answer waits for it
+_ids = itertools.count(1)
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, service: WebService) -> None:
+        self.websocket = websocket
+        self.agent_id = service.ctx.agent_id
+        self.fleet = service.ctx.fleet
+        self.conversation = Conversation()
+        self.session_id = f"web:{next(_ids)}"
+        self.outbox, self._pending = trio.open_memory_channel[dict[str, Any]](_OUTBOX)
+        self.questions, self._asked = trio.open_memory_channel[str](QUEUE)
+        self.current: trio.CancelScope | None = None
+
+    def service(self) -> WebService | None:
+        """The agent's web service now: it may have restarted, or gone, since the last answer."""
+        from .actor import WebService  # here: the actor module imports this one
+
+        found = self.fleet.service(self.agent_id, "web")
+        return found if isinstance(found, WebService) and not found.stopped else None
+
+    async def error(self, message: str) -> None:
+        await self.outbox.send({"type": "error", "message": message})
+
+    async def write(self) -> None:
+        """The one task that writes to the socket: events keep their order."""
+        async for event in self._pending:
+            await self.websocket.send_text(json.dumps(event))
+
+    async def read(self, done: trio.CancelScope) -> None:
+        from starlette.websockets import WebSocketDisconnect
+
+        while True:
+            try:
+                frame = await self.websocket.receive()
+            except WebSocketDisconnect:
+                break
+            if frame["type"] == "websocket.disconnect":
+                break
+            await self.take(frame.get("text"), frame.get("bytes"))
+        done.cancel()
+
+    async def take(self, text: str | None, data: bytes | None) -> None:
+        """Check one client frame and act on it; anything wrong is answered with an error."""
+        if text is None:
+            await self.error("send JSON text frames, not binary ones")
+            return
+        if len(text.encode()) > MAX_FRAME:
+            size = len(text.encode())
+            await self.error(f"message too large ({size:,} bytes; at most {MAX_FRAME:,})")
+            return
+        try:
+            event = json.loads(text)
+        except ValueError as exc:
+            await self.error(f'not JSON ({exc}): send {{"type": "message", "text": "…"}}')
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "cancel":
+            if self.current is not None:
+                self.current.cancel()
+            return
+        if kind != "message":
+            await self.error(
+                f"unknown type {kind!r}: send "
+                '{"type": "message", "text": "…"} or {"type": "cancel"}'
+            )
+            return
+        question = event.get("text")
+        if not isinstance(question, str) or not question.strip():
+            await self.error('"text" must be a non-empty string')
+            return
+        if len(question) > MAX_TEXT:
+            await self.error(
+                f"message too long ({len(question):,} characters; at most {MAX_TEXT:,})"
+            )
+            return
+        try:
+            self.questions.send_nowait(question.strip())
+        except trio.WouldBlock:
+            await self.error(f"{QUEUE} messages are waiting already: wait for the answers")
+
+    async def answer_all(self) -> None:
+        async for question in self._asked:
+            await self.answer(question)
+
+    async def answer(self, question: str) -> None:
+        service = self.service()
+        if service is None:
+            await self.error(
+                f"agent '{self.agent_id}' is not available: its file was removed or its web "
+                "plugin is off (reload this page once it is back)"
+            )
+            return
+        ctx = service.ctx
+        message = Message(self.session_id, "web", "web", question)
+        turns = self.conversation.context(ctx.agent.history, question)
+        failure: str | None = None
+        said = ""
+        complete = False
+        with service.answering() as scope:
+            self.current = scope
+            try:
+                async with ctx.think(message, turns) as answer:
+                    try:
+                        async for delta in answer:
+                            said = answer.text
+                            await self.outbox.send({"type": "delta", "text": delta})
+                        complete = True
+                    except BrainError as exc:
+                        failure = str(exc)
+                        ctx.count("brain_errors")
+                        ctx.log.error("❌ could not answer a web chat: %s", exc)
+            finally:
+                self.current = None
+                if said.strip() or scope.cancel_called:
+                    self.conversation.record(question, said, cut=not complete)
+        ctx.count("messages")
+        if failure is not None:
+            await self.error(failure)
+        elif service.stopped:
+            await self.error(
+                f"agent '{self.agent_id}' stopped mid-answer: its file was removed or changed"
+            )
+        elif scope.cancelled_caught:
+            await self.outbox.send({"type": "done", "cut": True})
+        else:
+            await self.outbox.send({"type": "done"})
+
+
+async def serve_chat(websocket: WebSocket, service: WebService) -> None:
+    """Hold one chat connection until the client leaves."""
+    await websocket.accept()
+    session = _Session(websocket, service)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.write)
+        nursery.start_soon(session.answer_all)
+        await session.read(nursery.cancel_scope)
