@@ -185,6 +185,11 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a stopping actor may take to clean up (default: 5s)",
     )
 
+    c = sub.add_parser("chat", help="talk to an agent in the terminal (no `run` needed)")
+    c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
+    c.add_argument("--once", metavar="TEXT", help="answer this one message, then exit")
+    _dirs(c)
+
     c = sub.add_parser("guard", help="fail on private keys or plaintext secrets (pre-commit)")
     c.add_argument("files", nargs="*", type=Path, metavar="FILE")
 
@@ -412,6 +417,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .terminal import run_chat  # trio and httpx: only for this command
+
+    setup_logging("text", "warning", stream=sys.stderr)
+    return run_chat(args.agents_dir, args.keys_dir, args.agent, args.once)
+
+
 def cmd_guard(args: argparse.Namespace) -> int:
     problems = guard_files(args.files)
     for problem in problems:
@@ -445,6 +457,7 @@ _COMMANDS = {
     "agents": cmd_agents,
     "run": cmd_run,
     "status": cmd_status,
+    "chat": cmd_chat,
     "guard": cmd_guard,
 }
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 import trio
 
+from ..config.duration import parse_duration
 from ..config.model import Agent, reveal
 from ..errors import BrainError
 from ..secrets.crypto import Secret
@@ -58,6 +60,22 @@ class N8nClient:
         self._on_result = on_result
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._base_delay = base_delay
+
+    @classmethod
+    def from_settings(
+        cls,
+        http: httpx.AsyncClient,
+        settings: Mapping[str, Any],
+        on_result: Callable[[str], None] = lambda _: None,
+    ) -> N8nClient:
+        """The client an ``n8n`` plugin section describes (``webhook_url``, ``timeout``)."""
+        timeout = parse_duration(settings.get("timeout", 60.0))
+        return cls(http, settings["webhook_url"], timeout, on_result)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one call may take."""
+        return self._timeout
 
     async def ask(self, agent: Agent, message: Message, history: Sequence[Turn]) -> str:
         """The workflow's reply.

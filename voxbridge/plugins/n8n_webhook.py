@@ -21,7 +21,7 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
     settings = ctx.config.settings
     timeout = parse_duration(settings.get("timeout", 60.0))
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0)) as http:
-        client = N8nClient(http, settings["webhook_url"], timeout, on_result=ctx.note)
+        client = N8nClient.from_settings(http, settings, on_result=ctx.note)
         with ctx.provide(client):
             ctx.note(f"mode {settings.get('mode', 'fallback')}; no call yet")
             task_status.started()
