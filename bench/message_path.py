@@ -8,30 +8,34 @@ tests/fake_brains.py). For each message, timestamps taken here (one clock):
 * brain request → reply: the LLM request arrives; the reply POST arrives (this includes the
   rest of the loopback HTTP round trip to the brain).
 
-The overhead is the total less the brain's own round trip, measured here with a plain httpx
-client against the same zero-latency server (its median).
+The overhead is the total less the brain's own round trip, measured with a plain httpx client
+in another process (bench/round_trip.py; voxbridge's requests cross a process boundary too)
+against the same zero-latency server (its median).
 
-    python bench/message_path.py [--messages 1000] [--bots 1,50]
+    python bench/message_path.py [--messages 1000] [--bots 1,50] [--profile FILE]
 
-Prints p50/p95 for each bot count, and a JSON line last.
+Prints p50/p95 for each bot count, and a JSON line last. ``--profile`` runs voxbridge under
+py-spy (every thread, native frames off) and writes its collapsed stacks to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
+import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import pct, voxbridge
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.fake_discord import FakeDiscord, RecordedRequest
@@ -40,6 +44,7 @@ from voxbridge.secrets.keys import generate_key_pair
 
 GUILD, CHANNEL = 880000000000000001, 880000000000000002
 USER = 7001
+HERE = Path(__file__).resolve().parent
 
 
 def _reply_since(discord: FakeDiscord, index: int) -> RecordedRequest | None:
@@ -50,25 +55,18 @@ def _reply_since(discord: FakeDiscord, index: int) -> RecordedRequest | None:
 
 
 async def _brain_round_trip(base_url: str, n: int) -> list[float]:
-    """What one zero-latency brain request costs a client here: the part of the path that is
-    the brain's, not voxbridge's (same request shape, same pooled-connection reuse)."""
-    times = []
-    body = {"model": "m", "messages": [{"role": "user", "content": "m"}], "stream": True}
-    async with httpx.AsyncClient() as client:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            r = await client.post(f"{base_url}/v1/chat/completions", json=body)
-            r.raise_for_status()
-            times.append(time.perf_counter() - t0)
+    """What one zero-latency brain request costs a client in another process (as voxbridge
+    is): the part of the path that is the brain's, not voxbridge's."""
+    script = HERE / "round_trip.py"
+    done = await trio.run_process(
+        [sys.executable, str(script), f"{base_url}/v1/chat/completions", str(n + 20)],
+        capture_stdout=True,
+    )
+    times: list[float] = json.loads(done.stdout)
     return times[20:]
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
-async def measure(bots: int, messages: int) -> dict[str, float]:
+async def measure(bots: int, messages: int, profile: Path | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         public = generate_key_pair(root / "keys", "bench")
@@ -87,25 +85,15 @@ async def measure(bots: int, messages: int) -> dict[str, float]:
                     f"name: Agent {i}\nllm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
                     f"plugins:\n  discord:\n    bot_token: {sealed}\n"
                 )
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "voxbridge",
-                    "run",
-                    "--listen",
-                    "none",
-                    "--log-level",
-                    "warning",
-                    "--discord-api-base",
-                    discord.base_url,
-                ],
-                cwd=root,
-                env={**os.environ, "PYTHONPATH": str(Path.cwd())},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
+            args = ["--listen", "none", "--discord-api-base", discord.base_url]
+            command = None
+            if profile is not None:
+                spy = shutil.which("py-spy") or "py-spy"
+                command = [spy, "record", "--threads", "--rate", "500", "--format", "raw"]
+                command += ["-o", str(profile), "--", sys.executable, "-m", "voxbridge", "run"]
+                command += ["--log-level", "warning", *args]
+            stop = signal.SIGINT if profile else signal.SIGTERM  # py-spy writes on Ctrl-C
+            async with voxbridge(root, *args, command=command, stop=stop):
                 await discord.wait_until(
                     lambda: all(discord.connected(f"bench-token-{i}") for i in range(bots)),
                     limit_s=60,
@@ -128,9 +116,6 @@ async def measure(bots: int, messages: int) -> dict[str, float]:
                         to_brain.append(llm.times[n] - t0)
                         to_reply.append(reply.at - llm.times[n])
                         total.append(reply.at - t0)
-            finally:
-                proc.terminate()
-                await proc.wait()
             rtt = await _brain_round_trip(llm.base_url, 300)
             nursery.cancel_scope.cancel()
     ms = 1000.0
@@ -152,6 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--bots", default="1,50")
+    ap.add_argument("--profile", type=Path, metavar="FILE")
     args = ap.parse_args()
     results: dict[str, float] = {}
     print(
@@ -160,7 +146,7 @@ def main() -> None:
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for bots in (int(b) for b in args.bots.split(",")):
-        r = trio.run(measure, bots, args.messages)
+        r = trio.run(measure, bots, args.messages, args.profile)
         results.update(r)
         b = f"bots{bots}_"
         print(

@@ -27,8 +27,8 @@ async def collect(client: LLMClient, config: LLMConfig, history: Sequence[Turn] 
     async def emit(delta: str) -> None:
         parts.append(delta)
 
-    await client.stream(config, "", history, emit)
-    return "".join(parts)
+    whole = await client.stream(config, "", history, emit)
+    return whole if whole is not None else "".join(parts)
 
 
 @pytest.mark.parametrize("stream_ok", [True, False])
@@ -42,11 +42,12 @@ async def test_llm_streamed_or_not(stream_ok: bool) -> None:
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         base = await start_fake(nursery, fake)
         config = llm_config(base, api_key=Secret("sk-test"), temperature=0.3, max_tokens=50)
-        await LLMClient(http).stream(config, "You are kind.", HISTORY, emit)
-        # Streamed: a delta per event, as they came; JSON: the whole reply as one.
-        assert deltas == (
-            ["I ", "am ", "fine, ", "thanks "] if stream_ok else ["I am fine, thanks "]
-        )
+        whole = await LLMClient(http).stream(config, "You are kind.", HISTORY, emit)
+        # Streamed: a delta per event, as they came; JSON: the whole reply, returned.
+        if stream_ok:
+            assert (deltas, whole) == (["I ", "am ", "fine, ", "thanks "], None)
+        else:
+            assert (deltas, whole) == ([], "I am fine, thanks ")
         (body,) = fake.requests
         assert body == {
             "model": "m",

@@ -12,12 +12,12 @@ stream::
 Leaving the block (or being cancelled) closes the HTTP request at once.
 """
 
+from .answer import Answer, Think, think
 from .conversation import CUT_MARK, Conversation
 from .llm import LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient, parse_n8n
 from .retry import MAX_TRIES
-from .think import Answer, Think, think
 
 __all__ = [
     "CUT_MARK",

@@ -23,7 +23,7 @@ from ..config.model import LLMConfig, reveal
 from ..errors import BrainError
 from ..secrets.crypto import Secret
 from .messages import Turn
-from .retry import RETRY_STATUS, Retry, retry_after, with_retries
+from .retry import JITTER, RETRY_STATUS, Retry, retry_after, with_retries
 
 __all__ = ["Emit", "LLMClient", "shown_url"]
 
@@ -50,7 +50,7 @@ class LLMClient:
         self, http: httpx.AsyncClient, rng: random.Random | None = None, base_delay: float = 0.5
     ) -> None:
         self._http = http
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or JITTER
         self._base_delay = base_delay
 
     async def stream(
@@ -61,8 +61,10 @@ class LLMClient:
         emit: Emit,
         *,
         where: str = "llm.base_url",
-    ) -> None:
-        """Hand the assistant's reply to ``history`` to ``emit``, delta by delta.
+    ) -> str | None:
+        """Hand the assistant's reply to ``history`` to ``emit``, delta by delta — or, when the
+        server answers in one piece (plain JSON, no stream), return it whole, so the caller can
+        hand it over as complete at once.
 
         ``where`` names the setting to fix in messages (``llm.base_url in agents.d/x.yaml``).
 
@@ -89,6 +91,7 @@ class LLMClient:
         # Read timeout per chunk: a long answer may take minutes, a silent gap may not.
         timeout = httpx.Timeout(llm.timeout, connect=min(10.0, llm.timeout))
         delivered = 0
+        whole: list[str] = []
 
         async def attempt(scope: trio.CancelScope) -> None:
             nonlocal delivered
@@ -102,6 +105,10 @@ class LLMClient:
                         await _refusal(response, shown, model, where, llm.api_key is not None)
                     )
                 try:
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        data = json.loads(await response.aread())
+                        whole.append(str(data["choices"][0]["message"]["content"] or ""))
+                        return
                     async with contextlib.aclosing(_deltas(response)) as deltas:
                         async for delta in deltas:
                             if not delivered:
@@ -133,6 +140,7 @@ class LLMClient:
                 f"{model}`) or set {where} to a running OpenAI-compatible server"
             ),
         )
+        return whole[0] if whole else None
 
 
 async def _refusal(
@@ -157,11 +165,7 @@ class _ErrorEvent(Exception):
 
 
 async def _deltas(response: httpx.Response) -> Any:
-    """The text deltas of a response: server-sent events, or one JSON body (not streamed)."""
-    if "text/event-stream" not in response.headers.get("content-type", ""):
-        data = json.loads(await response.aread())
-        yield str(data["choices"][0]["message"]["content"] or "")
-        return
+    """The text deltas of a server-sent event stream."""
     done = False
     failed: str | None = None
     # Read to the end rather than stop at [DONE] or an error: httpx's nested byte/text/line

@@ -15,7 +15,7 @@ from ..config.model import Agent, reveal
 from ..errors import BrainError
 from ..secrets.crypto import Secret
 from .messages import Message, Turn
-from .retry import RETRY_STATUS, Retry, retry_after, with_retries
+from .retry import JITTER, RETRY_STATUS, Retry, retry_after, with_retries
 
 __all__ = ["N8nClient", "parse_n8n"]
 
@@ -58,7 +58,7 @@ class N8nClient:
         self._url = url
         self._timeout = timeout
         self._on_result = on_result
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or JITTER
         self._base_delay = base_delay
 
     @classmethod

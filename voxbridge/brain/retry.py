@@ -10,10 +10,11 @@ import trio
 
 from ..errors import BrainError
 
-__all__ = ["MAX_TRIES", "RETRY_STATUS", "Retry", "retry_after", "with_retries"]
+__all__ = ["JITTER", "MAX_TRIES", "RETRY_STATUS", "Retry", "retry_after", "with_retries"]
 
 MAX_TRIES = 3
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+JITTER = random.Random()  # noqa: S311 - jitter, not cryptography; one for all (seeding costs)
 
 
 class Retry(Exception):

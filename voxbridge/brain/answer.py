@@ -162,13 +162,15 @@ async def _route(
         await emit(delta)
 
     try:
-        await LLMClient(http).stream(
+        whole = await LLMClient(http).stream(
             agent.llm,
             reveal(agent.system_prompt),
             history,
             counted,
             where=f"llm.base_url in {agent.where('llm')}",
         )
+        if whole is not None and whole.strip():
+            return whole
         if not delivered:
             raise BrainError("the LLM answered with an empty message")
     except BrainError as exc:
