@@ -179,7 +179,9 @@ class _Checker:
             node, key = found
             target = key if (at_key and key is not None) else node
             line, col = target.line, target.column
-        self.problems.append(Problem(self.file, line, col, _dotted(path), message))
+        problem = Problem(self.file, line, col, _dotted(path), message)
+        if problem not in self.problems:  # nested if/then can say one thing twice
+            self.problems.append(problem)
 
     def schema_error(self, err: ValidationError) -> None:
         path = tuple(err.absolute_path)
@@ -230,6 +232,9 @@ class _Checker:
             msg = f"longer than {err.validator_value} characters"
         elif v == "uniqueItems":
             msg = "lists the same item twice"
+        elif v == "pattern":
+            what = str(sch.get("x-expected") or sch.get("description") or "another form")
+            msg = f"expected {what[0].lower() + what[1:].rstrip('.')}; found {_shown(inst, secret)}"
         else:  # pragma: no cover - other keywords are not used by the built-in schema
             msg = "invalid value" if secret else err.message
         self.add(path, msg)

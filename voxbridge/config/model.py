@@ -16,7 +16,18 @@ from typing import Any
 from ..secrets.crypto import Secret
 from .duration import parse_duration
 
-__all__ = ["Agent", "LLMConfig", "PluginConfig", "RestartPolicy", "Text", "freeze", "reveal"]
+__all__ = [
+    "Agent",
+    "LLMConfig",
+    "PluginConfig",
+    "RestartPolicy",
+    "SpeechConfig",
+    "Text",
+    "VADConfig",
+    "VoiceConfig",
+    "freeze",
+    "reveal",
+]
 
 Text = str | Secret
 
@@ -79,6 +90,79 @@ class LLMConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechConfig:
+    """One speech provider (STT or TTS): ``offline``, ``openai`` or ``wyoming``, and its
+    settings."""
+
+    provider: str = "offline"
+    base_url: Text | None = None
+    model: Text | None = None
+    api_key: Secret | None = None
+    uri: Text | None = None
+    voice: Text | None = None
+    language: str | None = None
+    speed: float | None = None
+    sample_rate: int | None = None
+    timeout: float = 30.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SpeechConfig:
+        return cls(
+            provider=raw.get("provider", "offline"),
+            base_url=raw.get("base_url"),
+            model=raw.get("model"),
+            api_key=raw.get("api_key"),
+            uri=raw.get("uri"),
+            voice=raw.get("voice"),
+            language=raw.get("language"),
+            speed=raw.get("speed"),
+            sample_rate=raw.get("sample_rate"),
+            timeout=parse_duration(raw.get("timeout", 30.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VADConfig:
+    """When a person is speaking: durations in seconds."""
+
+    threshold: float = 0.5
+    min_speech: float = 0.25
+    end_of_turn: float = 0.6
+    max_utterance: float = 30.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> VADConfig:
+        d = cls()
+        return cls(
+            threshold=float(raw.get("threshold", d.threshold)),
+            min_speech=parse_duration(raw.get("min_speech", d.min_speech)),
+            end_of_turn=parse_duration(raw.get("end_of_turn", d.end_of_turn)),
+            max_utterance=parse_duration(raw.get("max_utterance", d.max_utterance)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceConfig:
+    """An agent's ``voice`` section: how it listens and speaks."""
+
+    stt: SpeechConfig = field(default_factory=SpeechConfig)
+    tts: SpeechConfig = field(default_factory=SpeechConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    barge_in: bool = True
+    greeting: Text | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> VoiceConfig:
+        return cls(
+            stt=SpeechConfig.from_dict(raw.get("stt", {})),
+            tts=SpeechConfig.from_dict(raw.get("tts", {})),
+            vad=VADConfig.from_dict(raw.get("vad", {})),
+            barge_in=bool(raw.get("barge_in", True)),
+            greeting=raw.get("greeting"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PluginConfig:
     """One plugin section: its type, whether it runs, and its own settings (read-only, secrets
     as Secret)."""
@@ -100,6 +184,7 @@ class Agent:
     system_prompt: Text = ""
     llm: LLMConfig | None = None
     history: int = 10
+    voice: VoiceConfig | None = None
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     plugins: Mapping[str, PluginConfig] = field(default_factory=lambda: MappingProxyType({}))
     # Where top-level keys and plugin sections start (line, column), for messages about them.
@@ -144,6 +229,7 @@ class Agent:
             system_prompt=raw.get("system_prompt", ""),
             llm=LLMConfig.from_dict(raw["llm"]) if "llm" in raw else None,
             history=int(raw.get("history", 10)),
+            voice=VoiceConfig.from_dict(raw["voice"]) if "voice" in raw else None,
             restart=RestartPolicy.from_dict(raw.get("restart", {})),
             plugins=MappingProxyType(plugins),
             locations=MappingProxyType(dict(locations or {})),

@@ -1,0 +1,72 @@
+"""The agent file's ``voice`` section: defaults, providers' required settings, secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxbridge import ConfigError, Secret, parse_agent
+from voxbridge.config.model import SpeechConfig, VADConfig, VoiceConfig
+from voxbridge.secrets.crypto import seal
+from voxbridge.secrets.keys import Keyring, PublicKey
+
+
+def test_an_empty_voice_section_is_all_offline_defaults(keyring: Keyring) -> None:
+    agent = parse_agent("voice: {}\n", "a.yaml", "a", keyring)
+    assert agent.voice == VoiceConfig(SpeechConfig(), SpeechConfig(), VADConfig(), True, None)
+    assert parse_agent("name: A\n", "a.yaml", "a", keyring).voice is None
+
+
+def test_every_setting(keyring: Keyring, public: PublicKey) -> None:
+    key = seal("sk-voice", public.key, "voice.tts.api_key")
+    agent = parse_agent(
+        "voice:\n"
+        "  stt: {provider: wyoming, uri: 'tcp://127.0.0.1:10300', language: en}\n"
+        f"  tts: {{provider: openai, base_url: 'http://k/v1', model: kokoro, voice: af_bella,"
+        f" api_key: '{key}', speed: 1.2, sample_rate: 24000, timeout: 10s}}\n"
+        "  vad: {threshold: 0.6, min_speech: 200ms, end_of_turn: 0.8, max_utterance: 1m}\n"
+        "  barge_in: false\n"
+        "  greeting: Hello!\n",
+        "a.yaml",
+        "a",
+        keyring,
+    )
+    voice = agent.voice
+    assert voice is not None
+    assert (voice.stt.provider, voice.stt.uri, voice.stt.language) == (
+        "wyoming",
+        "tcp://127.0.0.1:10300",
+        "en",
+    )
+    assert voice.tts.api_key == Secret("sk-voice")
+    assert (voice.tts.voice, voice.tts.speed, voice.tts.sample_rate, voice.tts.timeout) == (
+        "af_bella",
+        1.2,
+        24000,
+        10.0,
+    )
+    assert voice.vad == VADConfig(0.6, 0.2, 0.8, 60.0)
+    assert (voice.barge_in, voice.greeting) == (False, "Hello!")
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("stt: {provider: openai}", "voice.stt: missing required key 'base_url'"),
+        ("tts: {provider: wyoming}", "voice.tts: missing required key 'uri'"),
+        (
+            "tts: {provider: wyoming, uri: 'http://h:1'}",
+            "expected a server address: tcp://host:port",
+        ),
+        ("stt: {provider: whisper}", "expected one of: offline, openai, wyoming"),
+        ("vad: {end_of_turn: soon}", "voice.vad.end_of_turn: expected a duration"),
+        ("tts: {provider: openai, base_url: u, model: m, api_key: sk-plain}", "plaintext secret"),
+        ("stt: {modle: x}", "did you mean 'model'?"),
+    ],
+)
+def test_mistakes_are_located(keyring: Keyring, section: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent(f"voice:\n  {section}\n", "a.yaml", "a", keyring)
+    found = info.value.problems[0]
+    assert found.line == 2
+    assert problem in str(found)
+    assert "sk-plain" not in str(info.value)
