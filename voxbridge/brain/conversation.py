@@ -31,6 +31,12 @@ class Conversation:
         recent = list(self._turns)[-history:] if history else []
         return [*recent, Turn("user", question)]
 
+    def spoke(self, text: str, *, cut: bool = False) -> None:
+        """Remember something the agent said unasked (a greeting), as far as it went."""
+        text = text.rstrip()
+        if text or cut:
+            self._turns.append(Turn("assistant", text + (CUT_MARK if cut else "")))
+
     def record(self, question: str, answer: str, *, cut: bool = False) -> None:
         """Remember an exchange. A ``cut`` answer is kept as far as it went, marked with ``…``
         (so the agent knows it was interrupted there); an answer that never started and was not

@@ -1,0 +1,169 @@
+"""The voice session on Trio's mock clock: turns, streaming speech, barge-in, failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tests.voice_fakes import (
+    FakeSTT,
+    FakeTTS,
+    LoudnessVAD,
+    RecordingOutput,
+    ScriptedBrain,
+    silence,
+    speak_into,
+    tone,
+)
+from voxbridge.brain import Turn
+from voxbridge.config.model import VADConfig, VoiceConfig
+from voxbridge.errors import BrainError
+from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, VoiceSession
+
+
+def session(**kw: Any) -> tuple[VoiceSession, RecordingOutput, dict[str, list[float]]]:
+    seen: dict[str, list[float]] = {}
+    out = RecordingOutput()
+    config = kw.pop("config", VoiceConfig(vad=VADConfig(min_speech=0.25, end_of_turn=0.6)))
+    s = VoiceSession(
+        config=config,
+        stt=kw.pop("stt", FakeSTT()),
+        tts=kw.pop("tts", FakeTTS()),
+        vad=LoudnessVAD(),
+        think=kw.pop("think", ScriptedBrain()),
+        output=out,
+        observe=lambda name, seconds: seen.setdefault(name, []).append(seconds),
+        **kw,
+    )
+    return s, out, seen
+
+
+async def run(s: VoiceSession, *audio: bytes) -> None:
+    """The person says ``audio`` (then stays quiet for 10 s) and hangs up."""
+    send, receive = trio.open_memory_channel[bytes](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(s.run, receive)
+        async with send:
+            for piece in audio:
+                await speak_into(send, piece)
+            await speak_into(send, silence(10))
+
+
+async def test_a_turn_streams_speech_sentence_by_sentence(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    brain = ScriptedBrain(["First sentence here. ", "And a second ", "one, slowly."], gap=0.5)
+    s, out, seen = session(think=brain)
+    await run(s, silence(0.5), tone(1.0))
+    assert out.types()[:3] == ["transcript", "delta", "delta"]
+    assert out.first("transcript")[1] == {"type": "transcript", "text": "hello", "final": True}
+    assert out.types()[-1] == "done"
+    # Speech began with the first sentence, before the brain had finished the answer.
+    first_audio = out.frames[0][0]
+    last_delta = [t for t, e in out.events if e["type"] == "delta"][-1]
+    assert first_audio < last_delta
+    # The turn: 0.6 s of silence ends it; STT 0.2, brain 0.5, TTS 0.1: first audio ~0.8 s later.
+    (first,) = seen["voice_first_audio"]
+    assert 0.75 <= first <= 0.9
+    assert seen["voice_stt"] == [pytest.approx(0.2)]
+    # All of it played, in 20 ms frames, at real time.
+    assert abs(len(out.frames) * 0.02 - 0.2 * 8) < 0.05  # 8 words of 0.2 s
+    assert s.conversation.turns == (
+        Turn("user", "hello"),
+        Turn("assistant", "First sentence here. And a second one, slowly."),
+    )
+
+
+async def test_barge_in_stops_the_voice_and_the_brain(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    s, out, seen = session(think=brain, stt=FakeSTT(["tell me everything", "stop"]))
+    # Ask; 2.5 s into the answer, speak again.
+    await run(s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 2.5), tone(1.0))
+    onset = out.first("interrupted")[0]
+    last_frame_before = max(t for t, _ in out.frames if t <= onset + 0.2)
+    assert last_frame_before - onset <= 0.1  # the voice stopped within 100 ms
+    assert out.clears == [onset]
+    assert brain.cancelled == 1  # the rest of the answer was never written
+    (stop,) = seen["voice_barge_in"]
+    assert stop <= 0.1
+    # The history keeps what was heard, marked cut; the new question is the next turn.
+    question, cut = s.conversation.turns[:2]
+    assert question == Turn("user", "tell me everything")
+    assert cut.content.startswith("This is sentence number 0") and cut.content.endswith("…")
+    assert "number 19" not in cut.content
+    assert s.conversation.turns[2] == Turn("user", "stop")
+
+
+async def test_without_barge_in_speech_over_the_agent_is_ignored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = VoiceConfig(vad=VADConfig(), barge_in=False)
+    s, out, _ = session(config=config, think=ScriptedBrain(["One. ", "Two. ", "Three."], gap=0.3))
+    await run(s, tone(1.0), silence(1.2), tone(1.0))
+    assert "interrupted" not in out.types()
+    assert s.conversation.turns[-1] == Turn("assistant", "One. Two. Three.")
+    assert len(s.conversation.turns) == 2  # the second utterance was not a turn
+
+
+async def test_a_greeting_is_spoken_first(autojump_clock: trio.testing.MockClock) -> None:
+    config = VoiceConfig(greeting="Hi, this is Support.")
+    tts = FakeTTS()
+    s, out, _ = session(config=config, tts=tts)
+    await run(s)
+    assert tts.spoken == ["Hi, this is Support."]
+    assert out.frames and s.conversation.turns == (Turn("assistant", "Hi, this is Support."),)
+
+
+async def test_a_failing_recogniser_is_said_and_the_session_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tts = FakeTTS()
+    s, out, _ = session(stt=FakeSTT(fail=True), tts=tts)
+    await run(s, tone(1.0), silence(2), tone(1.0))
+    errors = [e["message"] for _, e in out.events if e["type"] == "error"]
+    assert errors == ["speech recognition (fake) failed: the fake recogniser is down"] * 2
+    assert tts.spoken == [CANT_HEAR, CANT_HEAR]
+    assert s.conversation.turns == ()
+
+
+async def test_a_failing_brain_apologises_aloud_but_not_in_the_history(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tts = FakeTTS()
+    brain = ScriptedBrain(["Partly. ", BrainError("the LLM at http://x/v1: HTTP 500")])
+    s, out, _ = session(think=brain, tts=tts)
+    await run(s, tone(1.0))
+    assert tts.spoken == ["Partly.", CANT_ANSWER]
+    assert out.first("error")[1]["message"] == "the LLM at http://x/v1: HTTP 500"
+    assert s.conversation.turns == (Turn("user", "hello"), Turn("assistant", "Partly."))
+
+
+async def test_a_failing_synthesizer_still_shows_the_text(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    s, out, _ = session(tts=FakeTTS(fail=True))
+    await run(s, tone(1.0))
+    assert [e["text"] for _, e in out.events if e["type"] == "delta"] == [
+        "Hi there. ",
+        "How can I help?",
+    ]
+    assert "speech synthesis (fake) failed" in out.first("error")[1]["message"]
+    assert out.frames == [] and out.types()[-1] == "done"
+
+
+async def test_time_to_first_audio_does_not_grow_with_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    firsts = []
+    for sentences in (1, 20):
+        answer = [f"Sentence {n} is here. " for n in range(sentences)]
+        s, _, seen = session(think=ScriptedBrain(answer, gap=0.05))
+        await run(s, tone(1.0))
+        firsts.append(seen["voice_first_audio"][0])
+    assert firsts[0] == pytest.approx(firsts[1])

@@ -1,0 +1,327 @@
+"""One spoken conversation, as a Trio task tree; channels only feed and drain frames.
+
+    session
+    ├── listen        frames → VAD → turns: an onset while the agent talks is a barge-in
+    └── converse      one turn per utterance, in a cancel scope of its own
+        └── turn      STT → transcript
+            ├── think       the brain's stream → deltas (shown) → sentences
+            ├── synthesize  each sentence → TTS, while earlier ones play
+            └── play        audio → the channel's rate → 20 ms frames, paced by the channel
+
+A barge-in cancels the turn's scope: the LLM request, the TTS request and the playback stop
+together; the channel is told to drop what it has queued; the history keeps the answer as far
+as it was heard, marked cut. With ``barge_in: false`` speech during the agent's turn is ignored.
+Stages are joined by bounded channels, so a slow stage holds the others back instead of growing
+memory; every stage's latency is measured at its edges (``observe``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import trio
+
+from ..brain import Conversation, Message, Think
+from ..config.model import VoiceConfig, reveal
+from ..errors import BrainError
+from .audio import FRAME_SAMPLES, Resampler
+from .output import Output
+from .sentences import SentenceSplitter, speakable
+from .speech import STT, TTS, SpeechError
+from .turns import SpeechStarted, TurnDetector, Utterance
+from .vad import VAD
+
+__all__ = ["CANT_ANSWER", "CANT_HEAR", "VoiceSession"]
+
+log = logging.getLogger("voxbridge.voice")
+
+CANT_ANSWER = "Sorry, I can't answer right now. Please try again in a moment."
+CANT_HEAR = "Sorry, I couldn't make that out: my speech recognition is not working."
+_SENTENCES = 16  # sentences the brain may run ahead of the voice
+_AUDIO = 64  # pieces of synthesized audio the TTS may run ahead of playback
+
+
+def _nothing(*_: object) -> None:
+    return None
+
+
+@dataclass
+class _Heard:
+    """How much of an answer reached the listener: sentences, and seconds of each played."""
+
+    sentences: list[str] = field(default_factory=list)
+    own: list[bool] = field(default_factory=list)  # the agent's words (not an apology)
+    made: list[float] = field(default_factory=list)  # seconds synthesized, per sentence
+    played: list[float] = field(default_factory=list)  # seconds played, per sentence
+    complete: bool = False
+
+    def add(self, sentence: str, own: bool = True) -> int:
+        self.sentences.append(sentence)
+        self.own.append(own)
+        self.made.append(0.0)
+        self.played.append(0.0)
+        return len(self.sentences) - 1
+
+    def text(self) -> str:
+        """The answer as far as it was heard: whole sentences, then the words of the one cut
+        short in proportion to how much of it played."""
+        parts = []
+        sentences = zip(self.sentences, self.own, self.made, self.played, strict=True)
+        for sentence, own, made, played in sentences:
+            if played <= 0:
+                break
+            if not own:
+                continue
+            if made > 0 and played + 0.03 < made:
+                words = sentence.split()
+                parts.append(" ".join(words[: max(1, round(len(words) * played / made))]))
+                break
+            parts.append(sentence)
+        return " ".join(parts)
+
+
+class VoiceSession:
+    """A spoken conversation with one agent over one channel."""
+
+    def __init__(
+        self,
+        *,
+        config: VoiceConfig,
+        stt: STT,
+        tts: TTS,
+        vad: VAD,
+        think: Think,
+        output: Output,
+        conversation: Conversation | None = None,
+        history: Callable[[], int] = lambda: 10,
+        speaker: tuple[str, str, str] = ("voice", "voice", "voice"),
+        observe: Callable[[str, float], None] = _nothing,
+        count: Callable[[str, int], None] = _nothing,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    ) -> None:
+        self.config = config
+        self._stt, self._tts, self._vad = stt, tts, vad
+        self._think = think
+        self._out = output
+        self.conversation = conversation or Conversation()
+        self._history = history
+        self._speaker = speaker  # session id, user id, user name
+        self._observe, self._count, self._log = observe, count, logger
+        self._turn: trio.CancelScope | None = None
+        self._onset: float | None = None  # when the barge-in that cut the turn was heard
+
+    # --- listening -----------------------------------------------------------------------------
+
+    async def run(self, frames: trio.MemoryReceiveChannel[bytes]) -> None:
+        """Hold the conversation until ``frames`` (16 kHz ``s16le``) ends; greets first."""
+        send, receive = trio.open_memory_channel[tuple[Utterance, float]](2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._converse, receive)
+            await self._listen(frames, send)
+            nursery.cancel_scope.cancel()
+
+    async def _listen(
+        self,
+        frames: trio.MemoryReceiveChannel[bytes],
+        utterances: trio.MemorySendChannel[tuple[Utterance, float]],
+    ) -> None:
+        detector = TurnDetector(self._vad, self.config.vad)
+        over_the_agent = False  # this utterance began while the agent had the turn
+        async for frame in frames:
+            for event in detector.push(frame):
+                if isinstance(event, SpeechStarted):
+                    over_the_agent = self._turn is not None
+                    if over_the_agent and self.config.barge_in:
+                        await self._barge_in()
+                    continue
+                if over_the_agent and not self.config.barge_in:
+                    self._count("voice_ignored", 1)  # spoken over the agent: not a turn
+                    continue
+                try:
+                    utterances.send_nowait((event, trio.current_time()))
+                except trio.WouldBlock:
+                    self._count("voice_ignored", 1)
+
+    async def _barge_in(self) -> None:
+        assert self._turn is not None
+        self._onset = trio.current_time()
+        self._turn.cancel()
+        self._count("voice_barge_ins", 1)
+        await self._out.clear()
+        await self._out.event({"type": "interrupted"})
+
+    # --- turns ---------------------------------------------------------------------------------
+
+    async def _converse(
+        self, utterances: trio.MemoryReceiveChannel[tuple[Utterance, float]]
+    ) -> None:
+        greeting = reveal(self.config.greeting) if self.config.greeting else ""
+        if greeting:
+            with self._turn_scope():
+                await self._say(None, greeting, trio.current_time())
+        async for utterance, ended in utterances:
+            with self._turn_scope():
+                await self._turn_for(utterance, ended)
+
+    @contextlib.contextmanager
+    def _turn_scope(self) -> Iterator[trio.CancelScope]:
+        """The agent's turn: thinking and speaking, cancelled as one by a barge-in."""
+        self._onset = None
+        with trio.CancelScope() as scope:
+            self._turn = scope
+            try:
+                yield scope
+            finally:
+                self._turn = None
+
+    async def _turn_for(self, utterance: Utterance, ended: float) -> None:
+        self._count("voice_turns", 1)
+        try:
+            with trio.fail_after(self.config.stt.timeout):
+                text = (await self._stt.transcribe(utterance.pcm)).strip()
+        except (SpeechError, trio.TooSlowError) as exc:
+            why = str(exc) or f"no answer within {self.config.stt.timeout:g}s"
+            await self._failed(f"speech recognition ({self._stt.name}) failed: {why}")
+            await self._say(None, CANT_HEAR, ended, record=False)
+            return
+        self._observe("voice_stt", trio.current_time() - ended)
+        if not text:
+            return  # a noise: nothing to answer
+        await self._out.event({"type": "transcript", "text": text, "final": True})
+        await self._say(text, None, ended)
+
+    async def _failed(self, message: str) -> None:
+        self._count("voice_errors", 1)
+        self._log.error("❌ %s", message)
+        await self._out.event({"type": "error", "message": message})
+
+    async def _say(
+        self, question: str | None, fixed: str | None, ended: float, *, record: bool = True
+    ) -> None:
+        """Answer ``question`` through the brain, or speak ``fixed``; either way as it comes.
+        The history records what was heard (when ``record``)."""
+        heard = _Heard()
+        sentences_send, sentences = trio.open_memory_channel[tuple[str, bool]](_SENTENCES)
+        audio_send, audio = trio.open_memory_channel[tuple[int, bytes]](_AUDIO)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, question, fixed, sentences_send)
+                nursery.start_soon(self._synthesize, sentences, audio_send, heard)
+                nursery.start_soon(self._play, audio, heard, ended)
+            heard.complete = True
+            await self._out.event({"type": "done"})
+        finally:
+            said = heard.text()
+            if not record:
+                pass
+            elif question is not None:
+                if said or not heard.complete:
+                    self.conversation.record(question, said, cut=not heard.complete)
+            else:
+                self.conversation.spoke(said, cut=not heard.complete)
+
+    async def _write(
+        self,
+        question: str | None,
+        fixed: str | None,
+        out: trio.MemorySendChannel[tuple[str, bool]],
+    ) -> None:
+        """The words to speak, sentence by sentence: the brain's answer, or ``fixed``; each
+        with whether it is the agent's own (an apology is not, and is not remembered)."""
+        async with out:
+            if question is None:
+                await out.send((fixed or "", True))
+                return
+            started = trio.current_time()
+            first = True
+            splitter = SentenceSplitter()
+            session_id, user_id, username = self._speaker
+            message = Message(session_id, user_id, username, question)
+            turns = self.conversation.context(self._history(), question)
+            try:
+                async with self._think(message, turns) as answer:
+                    async for delta in answer:
+                        if first:
+                            self._observe("voice_think", trio.current_time() - started)
+                            first = False
+                        await self._out.event({"type": "delta", "text": delta})
+                        for sentence in splitter.feed(delta):
+                            await out.send((sentence, True))
+            except BrainError as exc:
+                await self._failed(str(exc))
+                rest = splitter.flush()
+                if rest:
+                    await out.send((rest, True))
+                await out.send((CANT_ANSWER, False))
+                return
+            rest = splitter.flush()
+            if rest:
+                await out.send((rest, True))
+
+    async def _synthesize(
+        self,
+        sentences: trio.MemoryReceiveChannel[tuple[str, bool]],
+        audio: trio.MemorySendChannel[tuple[int, bytes]],
+        heard: _Heard,
+    ) -> None:
+        async with audio:
+            async for sentence, own in sentences:
+                spoken = speakable(sentence)
+                if not spoken:
+                    continue
+                try:
+                    await self._synthesize_one(spoken, heard.add(sentence, own), audio, heard)
+                except SpeechError as exc:
+                    await self._failed(f"speech synthesis ({self._tts.name}) failed: {exc}")
+                    return  # the text was shown; there is no voice to speak it with
+
+    async def _synthesize_one(
+        self,
+        text: str,
+        index: int,
+        audio: trio.MemorySendChannel[tuple[int, bytes]],
+        heard: _Heard,
+    ) -> None:
+        asked = trio.current_time()
+        first = True
+
+        async def sink(pcm: bytes) -> None:
+            nonlocal first
+            if first:
+                self._observe("voice_tts", trio.current_time() - asked)
+                first = False
+            heard.made[index] += len(pcm) / 2 / self._tts.rate
+            await audio.send((index, pcm))
+
+        await self._tts.synthesize(text, sink)
+
+    async def _play(
+        self, audio: trio.MemoryReceiveChannel[tuple[int, bytes]], heard: _Heard, ended: float
+    ) -> None:
+        resample = Resampler(self._tts.rate, self._out.rate)
+        frame_bytes = 2 * FRAME_SAMPLES * self._out.rate // 16_000
+        frame_seconds = frame_bytes / 2 / self._out.rate
+        pending = bytearray()
+        index = 0
+        first = True
+        try:
+            async for index, pcm in audio:
+                pending += resample(pcm)
+                while len(pending) >= frame_bytes:
+                    frame = bytes(pending[:frame_bytes])
+                    del pending[:frame_bytes]
+                    await self._out.play(frame)
+                    if first:
+                        self._observe("voice_first_audio", trio.current_time() - ended)
+                        first = False
+                    heard.played[index] += frame_seconds
+            pending += resample(b"", last=True)
+            if pending:
+                await self._out.play(bytes(pending).ljust(frame_bytes, b"\0"))
+                heard.played[index] += len(pending) / 2 / self._out.rate
+        finally:
+            if self._onset is not None:
+                self._observe("voice_barge_in", trio.current_time() - self._onset)

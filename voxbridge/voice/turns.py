@@ -1,0 +1,123 @@
+"""Turn-taking: which stretches of a stream are a person's utterances.
+
+Frames go in; out come :class:`SpeechStarted` (speech has lasted ``min_speech``: a barge-in can
+act on it) and :class:`Utterance` (``end_of_turn`` of silence has followed it, or it reached
+``max_utterance`` — a microphone stuck open — and was cut). Time is counted in samples of the
+stream itself, not by any clock, so the same audio always gives the same turns; a little audio
+before the onset is kept so the first syllable is not clipped. Memory is bounded by
+``max_utterance``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config.model import VADConfig
+from .audio import RATE, samples, to_float
+from .vad import VAD
+
+__all__ = ["PREROLL", "SpeechStarted", "TurnDetector", "Utterance"]
+
+PREROLL = 0.3  # seconds of audio kept from before the onset
+_HYSTERESIS = 0.15  # speech continues until the probability falls this far below the threshold
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """A person has been speaking for ``min_speech``; ``at`` is the stream time (seconds) of
+    that decision."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """What a person said: ``pcm`` (16 kHz ``s16le``), ending at stream time ``at``; ``cut``
+    when it was cut at ``max_utterance`` rather than ended by silence."""
+
+    pcm: bytes
+    at: float
+    cut: bool = False
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / 2 / RATE
+
+
+TurnEvent = SpeechStarted | Utterance
+
+
+class TurnDetector:
+    """Finds utterances in one stream of 16 kHz ``s16le`` audio."""
+
+    def __init__(self, vad: VAD, config: VADConfig) -> None:
+        self._vad = vad
+        self._config = config
+        self._window = vad.window
+        self._window_s = self._window / RATE
+        self._pending = bytearray()
+        self._preroll: deque[bytes] = deque(maxlen=max(1, round(PREROLL / self._window_s)))
+        self._speech: list[bytes] = []
+        self._voiced = 0.0  # seconds of speech before the onset is decided
+        self._silence = 0.0  # seconds of silence since the last speech, while speaking
+        self._speaking = False
+        self._position = 0  # samples scored so far
+        self.probability = 0.0
+        """The last window's speech probability."""
+
+    @property
+    def speaking(self) -> bool:
+        """Whether an utterance is under way."""
+        return self._speaking
+
+    def push(self, pcm: bytes) -> list[TurnEvent]:
+        """Take more of the stream; return what it completed."""
+        self._pending += pcm
+        events: list[TurnEvent] = []
+        size = 2 * self._window
+        while len(self._pending) >= size:
+            window = samples(bytes(self._pending[:size]))
+            del self._pending[:size]
+            events.extend(self._score(window))
+        return events
+
+    def _score(self, window: np.ndarray) -> list[TurnEvent]:
+        p = self.probability = self._vad.probability(to_float(window))
+        self._position += self._window
+        now = self._position / RATE
+        chunk = window.tobytes()
+        config = self._config
+        if not self._speaking:
+            if p >= config.threshold:
+                self._voiced += self._window_s
+                self._speech.append(chunk)
+                if self._voiced + 1e-9 >= config.min_speech:
+                    self._speaking, self._silence = True, 0.0
+                    self._speech = [*self._preroll, *self._speech]
+                    self._preroll.clear()
+                    return [SpeechStarted(now)]
+            else:
+                # Too short to be speech (a click, a cough): back into the pre-roll.
+                self._preroll.extend([*self._speech, chunk])
+                self._speech, self._voiced = [], 0.0
+            return []
+        self._speech.append(chunk)
+        self._silence = (
+            self._silence + self._window_s if p < config.threshold - _HYSTERESIS else 0.0
+        )
+        if self._silence + 1e-9 >= config.end_of_turn:
+            return [self._finish(now, cut=False)]
+        if len(self._speech) * self._window_s + 1e-9 >= config.max_utterance:
+            # A microphone stuck open: what there is so far is transcribed; listening goes on.
+            event = self._finish(now, cut=True)
+            self._speaking = True
+            return [event]
+        return []
+
+    def _finish(self, now: float, *, cut: bool) -> Utterance:
+        pcm = b"".join(self._speech)
+        self._speech, self._voiced, self._silence, self._speaking = [], 0.0, 0.0, False
+        return Utterance(pcm, now, cut)
