@@ -30,15 +30,15 @@ __all__ = ["Emit", "LLMClient", "shown_url"]
 Emit = Callable[[str], Awaitable[None]]
 
 
-def shown_url(url: str | Secret) -> str:
+def shown_url(url: str | Secret, field: str = "llm.base_url") -> str:
     """A URL as it may appear in a message: no credentials, no query (keys hide there), and
-    nothing at all of one that was encrypted."""
+    nothing at all of one that was encrypted (``field`` names it instead)."""
     if isinstance(url, Secret):
-        return "the (encrypted) llm.base_url"
+        return f"the (encrypted) {field}"
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
-        return "llm.base_url (not a valid URL)"
+        return f"{field} (not a valid URL)"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}".rstrip("/")
 

@@ -52,6 +52,7 @@ def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
         # An encrypted description stays hidden like any other encrypted value.
         "description": None if isinstance(agent.description, Secret) else agent.description,
         "chat": f"/chat/{agent.id}" if pages else None,
+        "voice": agent.voice is not None,
         "file": str(agent.file),
         "default": agent.default,
         "is_default": agent.id == default_id,

@@ -119,6 +119,9 @@ class VoiceSession:
         """Hold the conversation until ``frames`` (16 kHz ``s16le``) ends; greets first."""
         send, receive = trio.open_memory_channel[tuple[Utterance, float]](2)
         async with trio.open_nursery() as nursery:
+            warm = getattr(self._stt, "warm", None)
+            if warm is not None:
+                nursery.start_soon(warm)  # while the person starts talking
             nursery.start_soon(self._converse, receive)
             await self._listen(frames, send)
             nursery.cancel_scope.cancel()

@@ -12,6 +12,7 @@ import trio
 from ...errors import PermanentFailure
 from ..api import Context
 from .chat import serve_chat
+from .voice import serve_voice
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -36,9 +37,12 @@ class WebService:
         return files(__package__).joinpath("static/chat.html").read_text("utf-8")
 
     async def socket(self, name: str, websocket: WebSocket) -> bool:
-        if name != "chat":
+        if name == "chat":
+            await serve_chat(websocket, self)
+        elif name == "voice":
+            await serve_voice(websocket, self)
+        else:
             return False
-        await serve_chat(websocket, self)
         return True
 
     @contextlib.contextmanager

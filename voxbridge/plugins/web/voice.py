@@ -1,0 +1,197 @@
+"""``WS /api/agents/<agent-id>/voice``: a spoken conversation from the browser (SPEC §11).
+
+The client says hello first — ``{"type": "hello", "sample_rate": R, "format": "s16le",
+"channels": 1}`` with R from 8 to 48 kHz — and the server answers with the rate of the audio it
+will send. Then binary messages are raw PCM both ways, and the server's JSON events tell what is
+going on: ``transcript``, ``delta``, ``interrupted`` (drop queued audio), ``done``, ``error``.
+
+What comes in is bounded: an oversized frame is refused with an error event; frames the
+pipeline cannot take fast enough are dropped and counted. What goes out is bounded too: for a
+client that stops reading, audio is dropped (oldest first) and counted, never queued without
+end. A bad hello or a bad frame gets an error event and the connection goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ...brain import Conversation
+from ...voice.audio import RATE, Resampler
+from ...voice.output import Pacer
+from ...voice.providers import open_providers
+from ...voice.session import VoiceSession
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from .actor import WebService
+
+__all__ = ["MAX_FRAME", "serve_voice"]
+
+MAX_FRAME = 192_000  # bytes: one second of 48 kHz audio is plenty for one message
+_INBOX = 100  # 16 kHz chunks waiting for the VAD (about 2 s)
+_OUT_AUDIO = 50  # frames waiting to be written to a slow client (1 s)
+_OUT_EVENTS = 200
+_HELLO = {"type": "hello", "sample_rate": 16000, "format": "s16le", "channels": 1}
+
+
+class _WebOutput:
+    """The session's sound and events, written by one task, dropped rather than piled up."""
+
+    def __init__(self, websocket: WebSocket, rate: int, count: Any) -> None:
+        self.rate = rate
+        self._websocket = websocket
+        self._count = count
+        self._pacer = Pacer()
+        self._audio: collections.deque[bytes] = collections.deque()
+        self._events: collections.deque[str] = collections.deque()
+        self._wake = trio.Event()
+
+    async def play(self, frame: bytes) -> None:
+        await self._pacer.wait()
+        if len(self._audio) >= _OUT_AUDIO:
+            self._audio.popleft()
+            self._count("voice_frames_dropped", 1)
+        self._audio.append(frame)
+        self._wake.set()
+
+    async def clear(self) -> None:
+        self._audio.clear()
+        self._pacer.reset()
+
+    async def event(self, event: dict[str, Any]) -> None:
+        if len(self._events) >= _OUT_EVENTS:
+            self._events.popleft()
+            self._count("voice_events_dropped", 1)
+        self._events.append(json.dumps(event))
+        self._wake.set()
+        await trio.lowlevel.checkpoint()
+
+    async def write(self) -> None:
+        """Send what is queued, events first (they say what the audio means)."""
+        while True:
+            while self._events or self._audio:
+                if self._events:
+                    await self._websocket.send_text(self._events.popleft())
+                else:
+                    await self._websocket.send_bytes(self._audio.popleft())
+            self._wake = trio.Event()
+            await self._wake.wait()
+
+
+def _hello(event: Any) -> int | str:
+    """The client's sample rate, or what is wrong with its hello."""
+    if not isinstance(event, dict) or event.get("type") != "hello":
+        return f"say hello first: {json.dumps(_HELLO)}"
+    rate, fmt, channels = event.get("sample_rate"), event.get("format"), event.get("channels", 1)
+    if fmt != "s16le":
+        return f"format {fmt!r} is not supported: send s16le (16-bit little-endian PCM)"
+    if channels != 1:
+        return f"{channels} channels are not supported: send mono (channels: 1)"
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
+        return f"sample_rate {rate!r} is not supported: send 8000 to 48000 (Hz)"
+    return rate
+
+
+async def serve_voice(websocket: WebSocket, service: WebService) -> None:
+    """Hold one voice connection until the client leaves."""
+    from starlette.websockets import WebSocketDisconnect
+
+    ctx = service.ctx
+    await websocket.accept()
+
+    async def error(message: str) -> None:
+        await websocket.send_text(json.dumps({"type": "error", "message": message}))
+
+    voice = ctx.agent.voice
+    if voice is None:
+        await error(
+            f"agent '{ctx.agent_id}' has no voice: add a voice section to {ctx.agent.file} "
+            "(voice: {} uses the offline engines)"
+        )
+        await websocket.close(code=4404)
+        return
+    rate: int | None = None
+    try:
+        while rate is None:  # until a good hello
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            if frame.get("text") is None:
+                await error("say hello (JSON) before sending audio")
+                continue
+            try:
+                found = _hello(json.loads(frame["text"]))
+            except ValueError:
+                found = "not JSON: say hello first"
+            if isinstance(found, str):
+                await error(found)
+            else:
+                rate = found
+        providers = await open_providers(voice, ctx.fleet.http())
+        output = _WebOutput(websocket, providers.tts.rate, ctx.count)
+        await websocket.send_text(
+            json.dumps(
+                {"type": "hello", "sample_rate": output.rate, "format": "s16le", "channels": 1}
+            )
+        )
+        session = VoiceSession(
+            config=voice,
+            stt=providers.stt,
+            tts=providers.tts,
+            vad=providers.vad,
+            think=ctx.think,
+            output=output,
+            conversation=Conversation(),
+            history=lambda: ctx.agent.history,
+            speaker=(f"web-voice:{id(websocket)}", "web", "web"),
+            observe=ctx.observe,
+            count=ctx.count,
+            logger=ctx.log,
+        )
+        frames_send, frames = trio.open_memory_channel[bytes](_INBOX)
+        resample = Resampler(rate, RATE)
+        ctx.count("voice_sessions", 1)
+        try:
+            with service.answering():  # the agent's removal ends the session
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(output.write)
+                    nursery.start_soon(session.run, frames)
+                    odd = b""
+                    while True:
+                        message = await websocket.receive()
+                        if message["type"] == "websocket.disconnect":
+                            break
+                        data = message.get("bytes")
+                        if data is None:
+                            continue  # JSON from the client after hello: nothing is asked of it
+                        if len(data) > MAX_FRAME:
+                            await output.event(
+                                {
+                                    "type": "error",
+                                    "message": f"audio message too large ({len(data):,} bytes; "
+                                    f"at most {MAX_FRAME:,}): send 20-100 ms per message",
+                                }
+                            )
+                            ctx.count("voice_frames_dropped", 1)
+                            continue
+                        data, odd = odd + data, b""
+                        if len(data) % 2:
+                            data, odd = data[:-1], data[-1:]
+                        try:
+                            frames_send.send_nowait(resample(data))
+                        except trio.WouldBlock:
+                            ctx.count("voice_frames_dropped", 1)
+                    nursery.cancel_scope.cancel()
+        finally:
+            ctx.count("voice_sessions", -1)
+    except WebSocketDisconnect:
+        return
+    if service.stopped:
+        with trio.move_on_after(1) as cleanup:
+            cleanup.shield = True
+            await error(f"agent '{ctx.agent_id}' stopped: its file was removed or changed")
