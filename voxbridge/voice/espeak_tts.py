@@ -16,7 +16,7 @@ import trio
 
 from .speech import AudioSink, SpeechError
 
-__all__ = ["EspeakTTS"]
+__all__ = ["EspeakTTS", "sample_rate", "synthesize"]
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
@@ -71,7 +71,8 @@ def _library() -> tuple[ctypes.CDLL, int]:
     return _lib, _rate
 
 
-def _synthesize(text: str, voice: str, speed: float) -> bytes:
+def synthesize(text: str, voice: str = "en-us", speed: float = 1.0) -> bytes:
+    """``text`` spoken, ``s16le`` mono at :func:`sample_rate` (blocking: a couple of ms)."""
     with _lock:
         lib, _ = _library()
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -100,6 +101,6 @@ class EspeakTTS:
         self.rate: int = sample_rate()
 
     async def synthesize(self, text: str, sink: AudioSink) -> None:
-        pcm = await trio.to_thread.run_sync(_synthesize, text, self._voice, self._speed)
+        pcm = await trio.to_thread.run_sync(synthesize, text, self._voice, self._speed)
         if pcm:
             await sink(pcm)

@@ -39,9 +39,8 @@ async def _refusal(response: httpx.Response, shown: str, config: SpeechConfig) -
     if response.status_code in (401, 403):
         message += ". Check its api_key" if config.api_key else ". It wants a key: set api_key"
     elif response.status_code == 404:
-        message += (
-            f". Is base_url right (it ends in /v1) and is '{reveal(config.model or '')}' there?"
-        )
+        model = reveal(config.model or "")
+        message += f". Is base_url right (it ends in /v1) and is the model '{model}' there?"
     return message.rstrip()
 
 

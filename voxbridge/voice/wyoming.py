@@ -52,7 +52,13 @@ class _Connection:
     async def send(self, event: Event) -> None:
         out = io.BytesIO()
         write_event(event, out)
-        await self._stream.send_all(out.getvalue())
+        try:
+            with trio.fail_after(self._timeout):
+                await self._stream.send_all(out.getvalue())
+        except (trio.BrokenResourceError, trio.TooSlowError):
+            raise SpeechError(
+                f"the Wyoming server at {self._shown} closed the connection (or stopped reading)"
+            ) from None
 
     async def _fill(self, wanted: int) -> None:
         with trio.fail_after(self._timeout):
