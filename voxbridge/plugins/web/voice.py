@@ -40,45 +40,54 @@ _HELLO = {"type": "hello", "sample_rate": 16000, "format": "s16le", "channels": 
 
 
 class _WebOutput:
-    """The session's sound and events, written by one task, dropped rather than piled up."""
+    """The session's sound and events in order, written by one task. For a client that does
+    not keep up, the oldest audio is dropped (and counted) rather than piled up."""
 
     def __init__(self, websocket: WebSocket, rate: int, count: Any) -> None:
         self.rate = rate
         self._websocket = websocket
         self._count = count
         self._pacer = Pacer()
-        self._audio: collections.deque[bytes] = collections.deque()
-        self._events: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[bytes | str] = collections.deque()
+        self._audio = 0  # how many queued items are audio
         self._wake = trio.Event()
+
+    def _push(self, item: bytes | str) -> None:
+        self._queue.append(item)
+        self._wake.set()
 
     async def play(self, frame: bytes) -> None:
         await self._pacer.wait()
-        if len(self._audio) >= _OUT_AUDIO:
-            self._audio.popleft()
+        if self._audio >= _OUT_AUDIO:
+            oldest = next(item for item in self._queue if isinstance(item, bytes))
+            self._queue.remove(oldest)
+            self._audio -= 1
             self._count("voice_frames_dropped", 1)
-        self._audio.append(frame)
-        self._wake.set()
+        self._audio += 1
+        self._push(frame)
 
     async def clear(self) -> None:
-        self._audio.clear()
+        self._queue = collections.deque(i for i in self._queue if isinstance(i, str))
+        self._audio = 0
         self._pacer.reset()
 
     async def event(self, event: dict[str, Any]) -> None:
-        if len(self._events) >= _OUT_EVENTS:
-            self._events.popleft()
+        if len(self._queue) - self._audio >= _OUT_EVENTS:
             self._count("voice_events_dropped", 1)
-        self._events.append(json.dumps(event))
-        self._wake.set()
+            return
+        self._push(json.dumps(event))
         await trio.lowlevel.checkpoint()
 
     async def write(self) -> None:
-        """Send what is queued, events first (they say what the audio means)."""
+        """Send what is queued, in order."""
         while True:
-            while self._events or self._audio:
-                if self._events:
-                    await self._websocket.send_text(self._events.popleft())
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, bytes):
+                    self._audio -= 1
+                    await self._websocket.send_bytes(item)
                 else:
-                    await self._websocket.send_bytes(self._audio.popleft())
+                    await self._websocket.send_text(item)
             self._wake = trio.Event()
             await self._wake.wait()
 
@@ -161,7 +170,6 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(output.write)
                     nursery.start_soon(session.run, frames)
-                    odd = b""
                     while True:
                         message = await websocket.receive()
                         if message["type"] == "websocket.disconnect":
@@ -179,9 +187,11 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
                             )
                             ctx.count("voice_frames_dropped", 1)
                             continue
-                        data, odd = odd + data, b""
                         if len(data) % 2:
-                            data, odd = data[:-1], data[-1:]
+                            # Half a sample: each message must hold whole ones. Drop the stray
+                            # byte rather than shift every sample after it.
+                            data = data[:-1]
+                            ctx.count("voice_bytes_dropped", 1)
                         try:
                             frames_send.send_nowait(resample(data))
                         except trio.WouldBlock:

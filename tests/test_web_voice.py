@@ -1,0 +1,307 @@
+"""The voice socket (SPEC §11) through the real runtime and status server: real offline engines,
+espeak-ng speech made at test time, a streaming LLM on 127.0.0.1 — and the page in Chromium
+with a fake microphone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from tests.browser import ARGS, CHROMIUM, needs_chromium
+from tests.fake_brains import FakeLLM, Plan, start_fake
+from tests.fake_speech import FakeOpenAIAudio
+from tests.runtime_helpers import options, wait_state, write
+from tests.speech_samples import say, wav_file
+from voxbridge import testing
+from voxbridge.runtime.fleet import Runtime
+from voxbridge.runtime.run import serve
+from voxbridge.runtime.state import ActorState
+from voxbridge.voice.audio import FRAME_BYTES
+
+HELLO = {"type": "hello", "sample_rate": 16000, "format": "s16le", "channels": 1}
+QUESTION = "what is the weather like today"
+
+
+async def start(nursery: trio.Nursery, tmp_path: Path, llm: FakeLLM, voice: str = "{}") -> Runtime:
+    write(
+        tmp_path,
+        "helper.yaml",
+        f"name: Helper\nllm: {{base_url: '{llm.base_url}/v1', model: m, timeout: 5s}}\n"
+        f"voice: {voice}\nplugins:\n  web: {{}}\n",
+    )
+    opts = options(tmp_path, listen="127.0.0.1:0")
+    rt: Runtime = await nursery.start(
+        lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+    )
+    await wait_state(rt, ("helper", "web"), ActorState.RUNNING)
+    return rt
+
+
+def voice_url(rt: Runtime, agent: str = "helper") -> str:
+    assert rt.status_url is not None
+    return rt.status_url.replace("http", "ws", 1) + f"/api/agents/{agent}/voice"
+
+
+class Caller:
+    """A client of the voice socket: speaks in real time, keeps what comes back."""
+
+    def __init__(self, ws: WebSocketConnection, nursery: trio.Nursery | None = None) -> None:
+        self.ws = ws
+        self.nursery = nursery
+        self.events: list[dict[str, Any]] = []
+        self.audio = 0  # bytes of agent audio received
+        self._changed = trio.Event()
+
+    def listen(self, *, microphone: bool = True) -> None:
+        """Read what comes back, and keep the microphone open: silence, or what is said."""
+        assert self.nursery is not None
+        self._speech: list[bytes] = []
+        self.nursery.start_soon(self.read)
+        if microphone:
+            self.nursery.start_soon(self._microphone)
+
+    def say(self, pcm: bytes) -> None:
+        """Speak ``pcm`` into the open microphone (after what is being said already)."""
+        self._speech.append(pcm)
+
+    async def _microphone(self) -> None:
+        while True:
+            await self.speak(self._speech.pop(0) if self._speech else bytes(FRAME_BYTES))
+
+    async def hello(self, **changes: Any) -> dict[str, Any]:
+        hello = HELLO | changes
+        self.frame = 2 * hello["sample_rate"] // 50  # 20 ms
+        await self.ws.send_message(json.dumps(hello))
+        return json.loads(await self.ws.get_message())
+
+    async def read(self) -> None:
+        while True:
+            message = await self.ws.get_message()
+            if isinstance(message, bytes):
+                self.audio += len(message)
+            else:
+                self.events.append(json.loads(message))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def speak(self, pcm: bytes) -> None:
+        """Send ``pcm`` (at the rate of the hello) in 20 ms messages, in real time."""
+        frame = getattr(self, "frame", FRAME_BYTES)
+        for i in range(0, len(pcm), frame):
+            await self.ws.send_message(pcm[i : i + frame])
+            await trio.sleep(0.02)
+
+    async def until(self, kind: str, limit_s: float = 20, count: int = 1) -> dict[str, Any]:
+        with trio.fail_after(limit_s):
+            while len([e for e in self.events if e["type"] == kind]) < count:
+                await self._changed.wait()
+        return [e for e in self.events if e["type"] == kind][count - 1]
+
+
+@asynccontextmanager
+async def calling(url: str, **kw: Any) -> AsyncIterator[Caller]:
+    """A voice connection whose reader lives as long as it does."""
+    async with open_websocket_url(url, **kw) as ws, trio.open_nursery() as nursery:
+        yield Caller(ws, nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_spoken_question_gets_a_spoken_answer(tmp_path: Path) -> None:
+    llm = FakeLLM(
+        Plan([{"chunks": ["Sunny and warm. ", "A fine day for a walk."], "chunk_delay": 0.1}])
+    )
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm)
+        async with calling(voice_url(rt)) as caller:
+            answer = await caller.hello()
+            assert answer == {
+                "type": "hello",
+                "sample_rate": 22050,
+                "format": "s16le",
+                "channels": 1,
+            }
+            caller.listen()
+            caller.say(say(QUESTION))
+            transcript = await caller.until("transcript")
+            assert "weather" in transcript["text"] and transcript["final"] is True
+            await caller.until("done")
+            deltas = "".join(e["text"] for e in caller.events if e["type"] == "delta")
+            assert deltas == "Sunny and warm. A fine day for a walk."
+            assert caller.audio > 2 * 22050  # more than a second of speech came back
+            assert llm.requests[0]["messages"][-1]["content"] == transcript["text"]
+        metrics = rt.table.histograms
+        for stage in ("voice_stt", "voice_think", "voice_first_audio"):
+            assert metrics[stage].n == 1, stage
+        assert metrics["voice_tts"].n == 2  # one per sentence
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("hello", "error"),
+    [
+        ({"sample_rate": 96000}, "sample_rate 96000 is not supported: send 8000 to 48000"),
+        ({"sample_rate": "16k"}, "sample_rate '16k' is not supported"),
+        ({"format": "f32le"}, "format 'f32le' is not supported: send s16le"),
+        ({"channels": 2}, "2 channels are not supported: send mono"),
+        ({"type": "start"}, "say hello first"),
+    ],
+)
+async def test_a_bad_hello_is_explained_and_can_be_mended(
+    tmp_path: Path, hello: dict[str, Any], error: str
+) -> None:
+    llm = FakeLLM()
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm)
+        async with open_websocket_url(voice_url(rt)) as ws:
+            await ws.send_message(b"\x00" * 640)  # audio before any hello
+            assert (
+                "say hello (JSON) before sending audio"
+                in json.loads(await ws.get_message())["message"]
+            )
+            await ws.send_message(json.dumps(HELLO | hello))
+            event = json.loads(await ws.get_message())
+            assert event["type"] == "error" and error in event["message"]
+            assert (await Caller(ws).hello(sample_rate=8000))["type"] == "hello"
+        nursery.cancel_scope.cancel()
+
+
+async def test_garbage_and_huge_frames_get_errors_and_the_session_goes_on(tmp_path: Path) -> None:
+    llm = FakeLLM(Plan([{"reply": "Still listening."}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm)
+        async with calling(voice_url(rt)) as caller:
+            ws = caller.ws
+            await caller.hello(sample_rate=48000)
+            caller.listen(microphone=False)
+            await ws.send_message(b"\x07" * (10 * 1024 * 1024))  # 10 MB in one message
+            error = await caller.until("error")
+            assert "audio message too large (10,485,760 bytes" in error["message"]
+            await ws.send_message(bytes(range(255)))  # odd-sized noise: taken, no harm
+            await caller.speak(say(QUESTION, rate=48000))
+            await caller.speak(bytes(2 * 48000))
+            assert "weather" in (await caller.until("transcript"))["text"]
+            await caller.until("done")
+        assert rt.table.counters(("helper", "web"))["voice_frames_dropped"] >= 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_stops_reading_loses_audio_not_memory(tmp_path: Path) -> None:
+    long = [f"This is sentence {n} of a long answer. " for n in range(30)]
+    llm = FakeLLM(Plan([{"chunks": long}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm)
+        async with open_websocket_url(voice_url(rt), message_queue_size=1) as ws:
+            await Caller(ws).hello()
+            await Caller(ws).speak(say(QUESTION))
+            await Caller(ws).speak(bytes(FRAME_BYTES * 60))
+            # This client reads nothing more: the server must not pile its audio up.
+            with trio.fail_after(40):  # counters publish no events: look now and then
+                while rt.table.counters(("helper", "web")).get("voice_frames_dropped", 0) < 20:  # noqa: ASYNC110
+                    await trio.sleep(0.2)
+            # ...and another session is served meanwhile.
+            llm.plan = Plan([{"reply": "Hello to you."}])
+            async with calling(voice_url(rt)) as caller:
+                await caller.hello()
+                caller.listen()
+                caller.say(say(QUESTION))
+                await caller.until("done", limit_s=30)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_that_hangs_is_reported_and_the_session_survives(tmp_path: Path) -> None:
+    llm = FakeLLM(Plan([{"reply": "Hi."}]))
+    speech = FakeOpenAIAudio(tts=Plan([{"hang": True}] * 3 + [{"seconds": 0.5}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        await start_fake(nursery, speech)  # type: ignore[arg-type]
+        tts = f"{{provider: openai, base_url: '{speech.base_url}/v1', model: kokoro, timeout: 1s}}"
+        rt = await start(nursery, tmp_path, llm, voice=f"{{tts: {tts}}}")
+        async with calling(voice_url(rt)) as caller:
+            assert (await caller.hello())["sample_rate"] == 24000
+            caller.listen()
+            caller.say(say(QUESTION))
+            error = await caller.until("error")
+            assert "speech synthesis (openai) failed" in error["message"]
+            assert "no answer within 1s" in error["message"]
+            await caller.until("done")
+            caller.say(say(QUESTION))
+            await caller.until("done", count=2)  # the second time the server speaks
+            assert caller.audio >= 2 * 24000 * 0.5
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_without_voice_says_how_to_add_it(tmp_path: Path) -> None:
+    llm = FakeLLM()
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        write(tmp_path, "quiet.yaml", "name: Quiet\nplugins:\n  web: {}\n")
+        rt = await start(nursery, tmp_path, llm)
+        await wait_state(rt, ("quiet", "web"), ActorState.RUNNING)
+        async with open_websocket_url(voice_url(rt, "quiet")) as ws:
+            event = json.loads(await ws.get_message())
+        assert event["type"] == "error" and "has no voice: add a voice section" in event["message"]
+        nursery.cancel_scope.cancel()
+
+
+@needs_chromium
+async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
+    # The fake microphone plays the question, then silence, and loops: the second time round the
+    # question comes while the agent is still answering, and must interrupt it.
+    mic = wav_file(
+        tmp_path / "mic.wav", say(QUESTION, rate=48000), bytes(2 * 48000 * 4), rate=48000
+    )
+    long = [f"Here is detail number {n} about the weather. " for n in range(25)]
+    llm = FakeLLM(Plan([{"chunks": long, "chunk_delay": 0.05}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm)
+        url = f"{rt.status_url}/chat/helper"
+
+        def browse() -> dict[str, Any]:
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[
+                        *ARGS,
+                        "--use-fake-ui-for-media-stream",
+                        "--use-fake-device-for-media-stream",
+                        f"--use-file-for-fake-audio-capture={mic}",
+                        "--autoplay-policy=no-user-gesture-required",
+                    ],
+                )
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_selector("#mic:not([hidden])", timeout=10_000)
+                page.click("#mic")
+                page.wait_for_function(
+                    "window.voxbridgeVoice.transcripts.length > 0", timeout=30_000
+                )
+                page.wait_for_function("window.voxbridgeVoice.played > 10", timeout=30_000)
+                page.wait_for_function("window.voxbridgeVoice.interrupted > 0", timeout=30_000)
+                stats: dict[str, Any] = page.evaluate("window.voxbridgeVoice")
+                stats["spoken"] = page.inner_text(".msg.user.spoken")
+                browser.close()
+            return stats
+
+        stats = await trio.to_thread.run_sync(browse)
+        # Through Chromium's capture (echo cancellation, noise suppression, 48 kHz) pocketsphinx
+        # hears espeak's voice roughly: some of the question's words, not all.
+        heard = set(stats["transcripts"][0].split())
+        assert len(heard & set(QUESTION.split())) >= 2, heard
+        assert stats["spoken"] == stats["transcripts"][0]
+        assert stats["sent"] > 50 and stats["played"] > 10 and stats["interrupted"] >= 1
+        assert rt.table.counters(("helper", "web"))["voice_barge_ins"] >= 1
+        nursery.cancel_scope.cancel()
