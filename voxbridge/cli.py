@@ -190,6 +190,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--once", metavar="TEXT", help="answer this one message, then exit")
     _dirs(c)
 
+    c = sub.add_parser("talk", help="speak a WAV file to an agent; hear (and time) its answer")
+    c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
+    c.add_argument("--in", dest="question", type=Path, required=True, metavar="WAV")
+    c.add_argument("--out", type=Path, metavar="WAV", help="where to write the spoken answer")
+    _dirs(c)
+
     c = sub.add_parser("guard", help="fail on private keys or plaintext secrets (pre-commit)")
     c.add_argument("files", nargs="*", type=Path, metavar="FILE")
 
@@ -424,6 +430,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args.agents_dir, args.keys_dir, args.agent, args.once)
 
 
+def cmd_talk(args: argparse.Namespace) -> int:
+    from .talk import run_talk  # the audio stack: only for this command
+
+    setup_logging("text", "critical", stream=sys.stderr)  # it prints every error itself
+    return run_talk(args.agents_dir, args.keys_dir, args.agent, args.question, args.out)
+
+
 def cmd_guard(args: argparse.Namespace) -> int:
     problems = guard_files(args.files)
     for problem in problems:
@@ -458,6 +471,7 @@ _COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "chat": cmd_chat,
+    "talk": cmd_talk,
     "guard": cmd_guard,
 }
 

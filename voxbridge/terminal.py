@@ -26,7 +26,7 @@ from .config.model import Agent
 from .errors import BrainError, UsageError
 from .secrets.keys import load_keyring
 
-__all__ = ["find_agent", "run_chat"]
+__all__ = ["find_agent", "n8n_of", "run_chat"]
 
 log = logging.getLogger("voxbridge.chat")
 
@@ -54,6 +54,15 @@ def find_agent(agents_dir: Path, keys_dir: Path, wanted: str) -> Agent:
     raise UsageError(f"no agent '{wanted}' in {agents_dir}/ (agents: {known})")
 
 
+def n8n_of(agent: Agent, http: httpx.AsyncClient) -> N8nClient | None:
+    """A client for the agent's n8n workflow, when it has one (without a runtime, nothing
+    provides it)."""
+    section = agent.plugins.get("n8n")
+    if section is None or not section.enabled:
+        return None
+    return N8nClient.from_settings(http, section.settings)
+
+
 @dataclass
 class _Terminal:
     agent: Agent
@@ -63,12 +72,6 @@ class _Terminal:
     conversation: Conversation = field(default_factory=Conversation)
     answering: trio.CancelScope | None = None
     interrupted_at_prompt: bool = False
-
-    def n8n(self) -> N8nClient | None:
-        section = self.agent.plugins.get("n8n")
-        if section is None or not section.enabled:
-            return None
-        return N8nClient.from_settings(self.http, section.settings)
 
     def write(self, text: str) -> None:
         self.out.write(text)
@@ -85,7 +88,12 @@ class _Terminal:
             self.answering = scope
             try:
                 async with think(
-                    self.agent, message, turns, http=self.http, n8n=self.n8n(), logger=log
+                    self.agent,
+                    message,
+                    turns,
+                    http=self.http,
+                    n8n=n8n_of(self.agent, self.http),
+                    logger=log,
                 ) as answer:
                     held = ""  # whitespace at the end waits for more text: none trails
                     try:

@@ -111,18 +111,21 @@ class VoiceSession:
         self._speaker = speaker  # session id, user id, user name
         self._observe, self._count, self._log = observe, count, logger
         self._turn: trio.CancelScope | None = None
+        self.utterances = 0
+        """Utterances heard and taken as turns so far."""
         self._onset: float | None = None  # when the barge-in that cut the turn was heard
 
     # --- listening -----------------------------------------------------------------------------
 
-    async def run(self, frames: trio.MemoryReceiveChannel[bytes]) -> None:
-        """Hold the conversation until ``frames`` (16 kHz ``s16le``) ends; greets first."""
+    async def run(self, frames: trio.MemoryReceiveChannel[bytes], *, greet: bool = True) -> None:
+        """Hold the conversation until ``frames`` (16 kHz ``s16le``) ends; greets first (when
+        the agent has a greeting and ``greet``)."""
         send, receive = trio.open_memory_channel[tuple[Utterance, float]](2)
         async with trio.open_nursery() as nursery:
             warm = getattr(self._stt, "warm", None)
             if warm is not None:
                 nursery.start_soon(warm)  # while the person starts talking
-            nursery.start_soon(self._converse, receive)
+            nursery.start_soon(self._converse, receive, greet)
             await self._listen(frames, send)
             nursery.cancel_scope.cancel()
 
@@ -145,6 +148,7 @@ class VoiceSession:
                     continue
                 try:
                     utterances.send_nowait((event, trio.current_time()))
+                    self.utterances += 1
                 except trio.WouldBlock:
                     self._count("voice_ignored", 1)
 
@@ -159,9 +163,9 @@ class VoiceSession:
     # --- turns ---------------------------------------------------------------------------------
 
     async def _converse(
-        self, utterances: trio.MemoryReceiveChannel[tuple[Utterance, float]]
+        self, utterances: trio.MemoryReceiveChannel[tuple[Utterance, float]], greet: bool
     ) -> None:
-        greeting = reveal(self.config.greeting) if self.config.greeting else ""
+        greeting = reveal(self.config.greeting) if self.config.greeting and greet else ""
         if greeting:
             with self._turn_scope():
                 await self._say(None, greeting, trio.current_time())
@@ -213,7 +217,7 @@ class VoiceSession:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, question, fixed, sentences_send)
                 nursery.start_soon(self._synthesize, sentences, audio_send, heard)
-                nursery.start_soon(self._play, audio, heard, ended)
+                nursery.start_soon(self._play, audio, heard, ended, question is not None)
             heard.complete = True
             await self._out.event({"type": "done"})
         finally:
@@ -302,8 +306,14 @@ class VoiceSession:
         await self._tts.synthesize(text, sink)
 
     async def _play(
-        self, audio: trio.MemoryReceiveChannel[tuple[int, bytes]], heard: _Heard, ended: float
+        self,
+        audio: trio.MemoryReceiveChannel[tuple[int, bytes]],
+        heard: _Heard,
+        ended: float,
+        answering: bool,
     ) -> None:
+        """Play what the TTS made; ``answering``: it answers speech that ended at ``ended``
+        (the latency that matters most is measured from there)."""
         resample = Resampler(self._tts.rate, self._out.rate)
         frame_bytes = 2 * FRAME_SAMPLES * self._out.rate // 16_000
         frame_seconds = frame_bytes / 2 / self._out.rate
@@ -317,9 +327,9 @@ class VoiceSession:
                     frame = bytes(pending[:frame_bytes])
                     del pending[:frame_bytes]
                     await self._out.play(frame)
-                    if first:
+                    if first and answering:
                         self._observe("voice_first_audio", trio.current_time() - ended)
-                        first = False
+                    first = False
                     heard.played[index] += frame_seconds
             pending += resample(b"", last=True)
             if pending:
