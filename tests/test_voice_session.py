@@ -167,3 +167,28 @@ async def test_time_to_first_audio_does_not_grow_with_the_answer(
         await run(s, tone(1.0))
         firsts.append(seen["voice_first_audio"][0])
     assert firsts[0] == pytest.approx(firsts[1])
+
+
+async def test_a_microphone_stuck_open_for_minutes(autojump_clock: trio.testing.MockClock) -> None:
+    import tracemalloc
+
+    stt = FakeSTT(["what"])
+    config = VoiceConfig(vad=VADConfig(max_utterance=10.0))
+    s, _, _ = session(config=config, stt=stt, think=ScriptedBrain(["Yes?"]))
+    send, receive = trio.open_memory_channel[bytes](0)
+    sizes: list[int] = []
+    tracemalloc.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(s.run, receive)
+            async with send:
+                for _ in range(3):
+                    await speak_into(send, tone(60.0))  # never a pause
+                    sizes.append(tracemalloc.get_traced_memory()[0])
+                await speak_into(send, silence(2.0))
+    finally:
+        tracemalloc.stop()
+    # Cut every 10 s and transcribed; never more than 10 s of audio held at once.
+    assert len(stt.heard) >= 12
+    assert max(stt.heard) <= 2 * 16000 * 10.1
+    assert sizes[2] - sizes[0] < 2_000_000  # flat: the third minute holds what the first did

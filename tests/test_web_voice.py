@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
@@ -141,6 +142,14 @@ async def test_a_spoken_question_gets_a_spoken_answer(tmp_path: Path) -> None:
         for stage in ("voice_stt", "voice_think", "voice_first_audio"):
             assert metrics[stage].n == 1, stage
         assert metrics["voice_tts"].n == 2  # one per sentence
+        async with httpx.AsyncClient(base_url=rt.status_url or "") as http:
+            text = (await http.get("/metrics")).text
+        assert "voxbridge_voice_first_audio_seconds_count 1.0" in text
+        assert (
+            'voxbridge_actor_counter_total{agent="helper",counter="voice_turns",plugin="web"} 1.0'
+            in text
+        )
+        assert 'voxbridge_voice_sessions{agent="helper",plugin="web"} 0.0' in text
         nursery.cancel_scope.cancel()
 
 

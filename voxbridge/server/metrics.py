@@ -1,8 +1,10 @@
 """``/metrics``: the runtime's figures in the Prometheus text format.
 
 A collector reads the state table at scrape time (nothing is counted twice, nothing is kept in
-step by hand): actors by state, restarts, reloads and their latency, load errors, brain latency,
-messages, process CPU and RSS, Trio scheduling lag, dropped events.
+step by hand): actors by state, restarts, every per-actor count (one family,
+``voxbridge_actor_counter``, with a ``counter`` label), reloads and their latency, load errors,
+brain latency, each voice stage's latency, open voice sessions, process CPU and RSS, Trio
+scheduling lag, dropped events.
 """
 
 from __future__ import annotations
@@ -25,7 +27,19 @@ from ..runtime.state import ActorState
 if TYPE_CHECKING:
     from ..runtime.fleet import Runtime
 
-__all__ = ["render_metrics"]
+__all__ = ["GAUGES", "HISTOGRAMS", "render_metrics"]
+
+HISTOGRAMS = (
+    ("reload", "File saved to change applied, seconds"),
+    ("brain", "Message to the whole answer shown, seconds"),
+    ("first_text", "Message to the first text of the answer shown, seconds"),
+    ("voice_stt", "Voice: end of speech to transcript, seconds"),
+    ("voice_think", "Voice: transcript to the brain's first words, seconds"),
+    ("voice_tts", "Voice: a sentence to its first audio, seconds"),
+    ("voice_first_audio", "Voice: end of speech to the answer's first audio, seconds"),
+    ("voice_barge_in", "Voice: the person speaking over the agent to its voice stopped, seconds"),
+)
+GAUGES = frozenset({"voice_sessions"})  # counts that go down as well as up
 
 
 class _RuntimeCollector(Collector):
@@ -55,6 +69,14 @@ class _RuntimeCollector(Collector):
             "Messages the brain could not answer",
             labels=["agent", "plugin"],
         )
+        counted = CounterMetricFamily(
+            "voxbridge_actor_counter",
+            "Every count an actor keeps (ctx.count), by name",
+            labels=["agent", "plugin", "counter"],
+        )
+        sessions = GaugeMetricFamily(
+            "voxbridge_voice_sessions", "Voice sessions open", labels=["agent", "plugin"]
+        )
         for (agent, plugin), status in table.actors().items():
             labels = [agent, plugin]
             up.add_metric(labels, 1 if status.state == ActorState.RUNNING else 0)
@@ -62,7 +84,13 @@ class _RuntimeCollector(Collector):
             counters = table.counters((agent, plugin))
             messages.add_metric(labels, counters.get("messages", 0))
             brain_errors.add_metric(labels, counters.get("brain_errors", 0))
-        yield from (up, restarts, messages, brain_errors)
+            for name, value in sorted(counters.items()):
+                if name in GAUGES:
+                    continue
+                counted.add_metric([*labels, name], value)
+            if "voice_sessions" in counters:
+                sessions.add_metric(labels, counters["voice_sessions"])
+        yield from (up, restarts, messages, brain_errors, counted, sessions)
 
         yield GaugeMetricFamily("voxbridge_agents", "Agents loaded", value=len(rt.index.by_id))
         yield GaugeMetricFamily(
@@ -71,11 +99,7 @@ class _RuntimeCollector(Collector):
         yield CounterMetricFamily(
             "voxbridge_reloads", "File changes applied", value=rt.reconciler.applied
         )
-        for name, help_text in (
-            ("reload", "File saved to change applied, seconds"),
-            ("brain", "Message to the whole answer shown, seconds"),
-            ("first_text", "Message to the first text of the answer shown, seconds"),
-        ):
+        for name, help_text in HISTOGRAMS:
             hist = table.histograms.get(name)
             family = HistogramMetricFamily(f"voxbridge_{name}_seconds", help_text)
             if hist is not None:
