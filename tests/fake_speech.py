@@ -42,8 +42,9 @@ class FakeOpenAIAudio(_Recorder):
     """``POST /v1/audio/transcriptions`` and ``POST /v1/audio/speech``.
 
     Transcription steps: ``{"text": …}``, ``{"status": N}``, ``{"delay": s}``. Speech steps:
-    ``{"seconds": s}`` of tone at ``rate`` in ``chunk``-byte pieces ``chunk_delay`` apart,
-    ``{"status": N}``, ``{"json": …}`` (not audio), ``{"hang": True}`` (headers, then nothing).
+    ``{"seconds": s}`` of tone at ``rate`` in ``chunk``-byte pieces ``chunk_delay`` apart, the
+    first after ``delay``, ``{"status": N}``, ``{"json": …}`` (not audio), ``{"hang": True}``
+    (headers, then nothing).
     """
 
     stt: Plan = field(default_factory=lambda: Plan([{"text": "hello there"}]))
@@ -106,6 +107,8 @@ class _Speech:
         )
         if step.get("hang"):
             await trio.sleep_forever()
+        if step.get("delay"):
+            await trio.sleep(step["delay"])
         audio = tone(float(step.get("seconds", 0.5)), fake.rate)
         chunk = int(step.get("chunk", 4801))  # odd on purpose: PCM split mid-sample
         for i in range(0, len(audio), chunk):

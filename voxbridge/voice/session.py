@@ -137,7 +137,7 @@ class VoiceSession:
         detector = TurnDetector(self._vad, self.config.vad)
         over_the_agent = False  # this utterance began while the agent had the turn
         async for frame in frames:
-            for event in detector.push(frame):
+            for event in await detector.push(frame):
                 if isinstance(event, SpeechStarted):
                     over_the_agent = self._turn is not None
                     if over_the_agent and self.config.barge_in:

@@ -73,7 +73,7 @@ class TurnDetector:
         """Whether an utterance is under way."""
         return self._speaking
 
-    def push(self, pcm: bytes) -> list[TurnEvent]:
+    async def push(self, pcm: bytes) -> list[TurnEvent]:
         """Take more of the stream; return what it completed."""
         self._pending += pcm
         events: list[TurnEvent] = []
@@ -81,11 +81,11 @@ class TurnDetector:
         while len(self._pending) >= size:
             window = samples(bytes(self._pending[:size]))
             del self._pending[:size]
-            events.extend(self._score(window))
+            events.extend(self._decide(await self._vad.probability(to_float(window)), window))
         return events
 
-    def _score(self, window: np.ndarray) -> list[TurnEvent]:
-        p = self.probability = self._vad.probability(to_float(window))
+    def _decide(self, p: float, window: np.ndarray) -> list[TurnEvent]:
+        self.probability = p
         self._position += self._window
         now = self._position / RATE
         chunk = window.tobytes()
