@@ -31,6 +31,7 @@ import load_files
 import message_path
 import runtime as runtime_bench
 import streaming
+import voice
 
 from voxbridge.logs import setup_logging
 from voxbridge.runtime.fleet import Runtime
@@ -104,6 +105,9 @@ def main() -> None:
     r["message_total_p95_ms"] = m[f"bots{bots}_total_p95_ms"]
     with streaming.checkout(args.before) as before:
         r.update(trio.run(streaming.measure, 50 if quick else 200, 3 if quick else 5, before))
+    r.update(trio.run(voice.measure, 5 if quick else 20))
+    r.update(voice.vad_streams(3.0 if quick else 6.0))
+    r.update(voice.engines())
     r["bench_seconds"] = time.monotonic() - started
 
     print(
@@ -181,6 +185,36 @@ def main() -> None:
                 else ""
             ),
             "goal ≤ 10",
+        ),
+        (
+            "voice: end of turn → first audio, less the fakes' 150 ms, p50 / p95 (ms)",
+            f"{r['voice_added_latency_p50_ms']:.1f} / {r['voice_added_latency_p95_ms']:.1f}",
+            "",
+            "goal p95 ≤ 30",
+        ),
+        (
+            "voice: barge-in onset → voice stopped, p50 / p95 (ms)",
+            f"{r['barge_in_stop_p50_ms']:.1f} / {r['barge_in_stop_p95_ms']:.1f}",
+            "",
+            "goal p95 ≤ 100",
+        ),
+        (
+            "voice: time to first audio, 20-sentence answer ÷ 1-sentence",
+            f"{r['ttfa_ratio_long_short']:.3f}",
+            "",
+            "goal ≤ 1.1",
+        ),
+        (
+            "Silero VAD real-time streams on one core",
+            f"{r['vad_streams_per_core']:.0f}",
+            f"a model per stream {r['vad_streams_per_core_unbatched']:.0f}",
+            "goal ≥ 100",
+        ),
+        (
+            "offline engines: espeak-ng ms per speech second; pocketsphinx RTF",
+            f"{r['tts_offline_ms_per_audio_s']:.2f}; {r['stt_offline_rtf']:.3f}",
+            "",
+            "",
         ),
     ]
     for row in rows:
