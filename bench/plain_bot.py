@@ -43,6 +43,10 @@ async def main() -> None:
         reply: disnake.Message | None = None
         text, last_edit = "", 0.0
         async with http.stream("POST", f"{llm}/chat/completions", json=body) as response:
+            if "event-stream" not in response.headers.get("content-type", ""):
+                data = json.loads(await response.aread())  # answered whole
+                await message.reply(data["choices"][0]["message"]["content"], mention_author=False)
+                return
             async for line in response.aiter_lines():
                 if not line.startswith("data:") or line.strip() == "data: [DONE]":
                     continue

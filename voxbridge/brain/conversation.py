@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 from .messages import Turn
@@ -28,7 +29,8 @@ class Conversation:
 
     def context(self, history: int, question: str) -> list[Turn]:
         """What the brain is shown: the last ``history`` turns, then ``question``."""
-        recent = list(self._turns)[-history:] if history else []
+        recent = list(itertools.islice(reversed(self._turns), history))  # the last, not all
+        recent.reverse()
         return [*recent, Turn("user", question)]
 
     def spoke(self, text: str, *, cut: bool = False) -> None:

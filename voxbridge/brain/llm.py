@@ -10,6 +10,7 @@ JSON (no stream) gives the whole reply as one delta.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -35,12 +36,24 @@ def shown_url(url: str | Secret, field: str = "llm.base_url") -> str:
     nothing at all of one that was encrypted (``field`` names it instead)."""
     if isinstance(url, Secret):
         return f"the (encrypted) {field}"
+    return _shown(url, field)
+
+
+@functools.lru_cache(maxsize=256)
+def _shown(url: str, field: str) -> str:
+    # Cached: parsing the URL again for every message was a measurable part of each one.
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return f"{field} (not a valid URL)"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}".rstrip("/")
+
+
+@functools.lru_cache(maxsize=256)
+def _endpoint(base_url: str) -> httpx.URL:
+    """The chat completions URL, parsed once (httpx would parse a string on every request)."""
+    return httpx.URL(base_url.rstrip("/") + "/chat/completions")
 
 
 class LLMClient:
@@ -74,8 +87,7 @@ class LLMClient:
 
         Cancellation: the HTTP request is closed at once.
         """
-        base = reveal(llm.base_url).rstrip("/")
-        url = base + "/chat/completions"
+        url = _endpoint(reveal(llm.base_url))
         shown = shown_url(llm.base_url)
         headers = {"Accept": "text/event-stream, application/json"}
         if llm.api_key is not None:
