@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -37,15 +37,22 @@ async def voxbridge(
     source: Path = ROOT,
     command: Sequence[str] | None = None,
     stop: int = signal.SIGTERM,
+    also: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[trio.Process]:
     """``voxbridge run ARGS`` in ``root`` (its agents.d and keys), quiet, as a subprocess; the
     code from ``source`` (another checkout, for a before/after). ``command`` runs something else
-    instead (a baseline bot, a profiler); ``stop`` is the signal that ends it."""
+    instead (a baseline bot, a profiler); ``stop`` is the signal that ends it; ``also`` goes on
+    its path before ``source`` (a sitecustomize that instruments it), with ``env`` added."""
     argv = command or [sys.executable, "-m", "voxbridge", "run", "--log-level", "warning", *args]
     proc = await trio.lowlevel.open_process(
         list(argv),
         cwd=root,
-        env={**os.environ, "PYTHONPATH": str(source)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(p) for p in (*also, source)),
+            **(env or {}),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -12,10 +12,13 @@ The overhead is the total less the brain's own round trip, measured with a plain
 in another process (bench/round_trip.py; voxbridge's requests cross a process boundary too)
 against the same zero-latency server (its median).
 
-    python bench/message_path.py [--messages 1000] [--bots 1,50] [--profile FILE]
+    python bench/message_path.py [--messages 1000] [--bots 1,50] [--profile FILE] [--stages]
 
 Prints p50/p95 for each bot count, and a JSON line last. ``--profile`` runs voxbridge under
-py-spy (every thread, native frames off) and writes its collapsed stacks to FILE.
+py-spy (every thread, native frames off) and writes its collapsed stacks to FILE. ``--stages``
+(one bot) also marks, inside voxbridge, when each message reaches each stage
+(bench/stages/sitecustomize.py) and prints where the time goes, beside a plain single-file
+disnake bot (bench/plain_bot.py) answering the same messages from the same fakes.
 """
 
 from __future__ import annotations
@@ -66,7 +69,18 @@ async def _brain_round_trip(base_url: str, n: int) -> list[float]:
     return times[20:]
 
 
-async def measure(bots: int, messages: int, profile: Path | None = None) -> dict[str, float]:
+async def measure(
+    bots: int,
+    messages: int,
+    profile: Path | None = None,
+    *,
+    stages: Path | None = None,
+    plain: bool = False,
+    rows: list[dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """The path's figures; with ``stages`` (a file), voxbridge marks its stages there; with
+    ``plain``, the plain disnake bot answers instead (one bot); ``rows`` gets each message's
+    timestamps."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         public = generate_key_pair(root / "keys", "bench")
@@ -92,8 +106,14 @@ async def measure(bots: int, messages: int, profile: Path | None = None) -> dict
                 command = [spy, "record", "--threads", "--rate", "500", "--format", "raw"]
                 command += ["-o", str(profile), "--", sys.executable, "-m", "voxbridge", "run"]
                 command += ["--log-level", "warning", *args]
+            if plain:
+                command = ["env", "VB_TOKEN=bench-token-0", f"VB_API={discord.base_url}"]
+                command += [f"VB_LLM={llm.base_url}/v1", sys.executable, str(HERE / "plain_bot.py")]
             stop = signal.SIGINT if profile else signal.SIGTERM  # py-spy writes on Ctrl-C
-            async with voxbridge(root, *args, command=command, stop=stop):
+            traced = {"also": [HERE / "stages"], "env": {"VOXBRIDGE_STAGES_OUT": str(stages)}}
+            async with voxbridge(
+                root, *args, command=command, stop=stop, **(traced if stages else {})
+            ):
                 await discord.wait_until(
                     lambda: all(discord.connected(f"bench-token-{i}") for i in range(bots)),
                     limit_s=60,
@@ -112,6 +132,8 @@ async def measure(bots: int, messages: int, profile: Path | None = None) -> dict
                     )
                     reply = _reply_since(discord, seen)
                     assert reply is not None
+                    if rows is not None:
+                        rows.append({"dispatch": t0, "llm": llm.times[n], "arrived": reply.at})
                     if n >= 20:
                         to_brain.append(llm.times[n] - t0)
                         to_reply.append(reply.at - llm.times[n])
@@ -133,12 +155,64 @@ async def measure(bots: int, messages: int, profile: Path | None = None) -> dict
     }
 
 
+_STAGES = [
+    ("dispatch", "handler", "gateway event sent → disnake parsed it, our handler runs"),
+    ("handler", "trio", "→ on the Trio side, being answered (the hop, the channel's queue)"),
+    ("trio", "llm_call", "→ the LLM request is made (history, routing, the answer's task)"),
+    ("llm_call", "llm", "→ the request arrives at the LLM (httpx, loopback, the fake)"),
+    ("llm", "llm_done", "→ its answer is read (the fake, loopback, httpx)"),
+    ("llm_done", "first_text", "→ the answer's text reaches the reply"),
+    ("first_text", "post", "→ the reply is posted (splitting, the rhythm)"),
+    ("post", "arrived", "→ the POST arrives (hop to asyncio, disnake, aiohttp, the fake)"),
+]
+
+
+def stage_table(messages: int) -> dict[str, float]:
+    """Where a message's time goes, stage by stage, beside the plain bot's total."""
+    import tempfile as _tempfile
+
+    rows: list[dict[str, float]] = []
+    with _tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "stages.json"
+        trio.run(lambda: measure(1, messages, stages=out, rows=rows))
+        marks = json.loads(out.read_text())
+    per_message: list[dict[str, float]] = []
+    for name, at in marks:
+        if name == "handler":
+            per_message.append({})
+        if per_message and name not in per_message[-1]:
+            per_message[-1][name] = at
+    for row, mine in zip(rows, per_message[-len(rows) :], strict=True):
+        row.update(mine)
+    rows = rows[20:]
+    plain = trio.run(lambda: measure(1, messages, plain=True))
+    print("| stage | p50 (ms) | p95 (ms) |")
+    print("| --- | ---: | ---: |")
+    for start, end, label in _STAGES:
+        d = [1000 * (r[end] - r[start]) for r in rows]
+        print(f"| {label} | {statistics.median(d):.3f} | {pct(d, 95):.3f} |")
+    total = [1000 * (r["arrived"] - r["dispatch"]) for r in rows]
+    print(f"| total | {statistics.median(total):.3f} | {pct(total, 95):.3f} |")
+    print(
+        f"| plain disnake bot, same fakes: total | {plain['bots1_total_p50_ms']:.3f} | "
+        f"{plain['bots1_total_p95_ms']:.3f} |"
+    )
+    return {
+        "plain_bot_overhead_p50_ms": plain["bots1_overhead_p50_ms"],
+        "plain_bot_overhead_p95_ms": plain["bots1_overhead_p95_ms"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--bots", default="1,50")
     ap.add_argument("--profile", type=Path, metavar="FILE")
+    ap.add_argument("--stages", action="store_true", help="where the time goes, stage by stage")
     args = ap.parse_args()
+    if args.stages:
+        print(json.dumps({k: round(v, 3) for k, v in stage_table(args.messages).items()}))
+        return
     results: dict[str, float] = {}
     print(
         "| bots | dispatch → brain p50 / p95 (ms) | brain → reply p50 / p95 (ms) "
