@@ -2,7 +2,7 @@
 the seed (VoxBridge 2.0) was slow.
 
     python bench/run.py            # the full run (several minutes)
-    python bench/run.py --quick    # under 45 s on a 2-core machine
+    python bench/run.py --quick    # about 3 minutes on a 2-core machine
     python bench/run.py --json     # ...and one JSON object on the last line
 
 Baselines measured in the same run: the seed's sequential start-up model, a naive reload that
@@ -104,9 +104,9 @@ def main() -> None:
     r["message_overhead_p95_ms"] = m[f"bots{bots}_overhead_p95_ms"]
     r["message_total_p95_ms"] = m[f"bots{bots}_total_p95_ms"]
     with streaming.checkout(args.before) as before:
-        r.update(trio.run(streaming.measure, 50 if quick else 200, 3 if quick else 5, before))
-    r.update(trio.run(voice.measure, 5 if quick else 20))
-    r.update(voice.vad_streams(3.0 if quick else 6.0))
+        r.update(trio.run(streaming.measure, 30 if quick else 200, 2 if quick else 5, before))
+    r.update(trio.run(voice.measure, 3 if quick else 20))
+    r.update(voice.vad_streams(2.0 if quick else 6.0))
     r.update(voice.engines())
     r["bench_seconds"] = time.monotonic() - started
 
