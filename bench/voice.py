@@ -233,29 +233,30 @@ async def measure(turns: int) -> dict[str, float]:
 
 
 def plot(r: dict[str, float], path: Path) -> None:
-    """Where the time of a turn goes: the fakes' stages, voxbridge's own part; and the
-    offline engines' STT beside them."""
+    """Where the time from the end of speech to the first audio goes: the providers' own
+    (faked at fixed latencies) and voxbridge's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     stages = [
-        ("STT (fake)", FAKE * MS),
-        ("LLM first words (fake)", FAKE * MS),
-        ("TTS first audio (fake)", FAKE * MS),
-        ("voxbridge", r["voice_added_latency_p50_ms"]),
+        ("speech to text (fake)", FAKE * MS, "#9aa5b1"),
+        ("LLM's first words (fake)", FAKE * MS, "#b8c2cc"),
+        ("first sentence's audio (fake)", FAKE * MS, "#d3dae0"),
+        ("voxbridge", r["voice_added_latency_p50_ms"], "#1f6feb"),
     ]
-    fig, ax = plt.subplots(figsize=(7, 1.8))
+    fig, ax = plt.subplots(figsize=(8, 2.2))
     left = 0.0
-    for (label, ms), colour in zip(
-        stages, ["#9aa5b1", "#b8c2cc", "#d3dae0", "#1f6feb"], strict=True
-    ):
-        ax.barh([0], [ms], left=left, color=colour, label=f"{label}: {ms:.0f} ms")
+    for label, ms, colour in stages:
+        ax.barh([0], [ms], left=left, color=colour, edgecolor="white")
+        ax.text(left + ms / 2, 0, f"{label}\n{ms:.0f} ms", ha="center", va="center", fontsize=8)
         left += ms
     ax.set_yticks([])
-    ax.set_xlabel("end of speech → first audio out (ms, medians)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=2, frameon=False, fontsize=8)
+    ax.set_xlim(0, left * 1.02)
+    ax.set_title("End of speech → first audio out, medians (ms)", fontsize=10)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
