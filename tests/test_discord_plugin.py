@@ -67,6 +67,17 @@ class Rig:
             text += f"  n8n:\n    webhook_url: {url}\n    mode: {n8n}\n"
         return write(self.tmp, f"{agent_id}.yaml", text)
 
+    async def dm_bot_a(self, nursery: trio.Nursery, text: str = "talk") -> tuple[Runtime, int]:
+        """Servers, agent "a" on bot "tok-a" running, and a DM sent to it; its channel."""
+        await self.servers(nursery)
+        self.agent("a", "tok-a")
+        rt = await self.start(nursery)
+        await ready(self, "a")
+        msg = await self.discord.send_message(
+            "tok-a", content=text, author_id=ANN, author_name="ann"
+        )
+        return rt, int(msg["channel_id"])
+
     def replies(self, channel: int, token: str | None = None) -> list[RecordedRequest]:
         return [
             r
@@ -382,14 +393,7 @@ async def test_long_replies_go_on_in_a_new_message(tmp_path: Path) -> None:
     rig.llm.plan = Plan([{"reply": ("word " * 500).strip()}])  # 2,499 characters, streamed
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
     async with trio.open_nursery() as nursery:
-        await rig.servers(nursery)
-        rig.agent("a", "tok-a")
-        await rig.start(nursery)
-        await ready(rig, "a")
-        msg = await rig.discord.send_message(
-            "tok-a", content="talk", author_id=ANN, author_name="ann"
-        )
-        channel = int(msg["channel_id"])
+        _, channel = await rig.dm_bot_a(nursery)
 
         def words() -> list[str]:
             return rig.discord.shown(channel, "tok-a").split()
@@ -410,14 +414,7 @@ async def test_replies_stream_edited_at_most_once_a_second(tmp_path: Path) -> No
     rig.llm.plan = Plan([{"chunks": chunks, "chunk_delay": 0.3}])  # 2.7 s of answer
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
     async with trio.open_nursery() as nursery:
-        await rig.servers(nursery)
-        rig.agent("a", "tok-a")
-        await rig.start(nursery)
-        await ready(rig, "a")
-        msg = await rig.discord.send_message(
-            "tok-a", content="talk", author_id=ANN, author_name="ann"
-        )
-        channel = int(msg["channel_id"])
+        _, channel = await rig.dm_bot_a(nursery)
         post = await rig.discord.wait_for(lambda r: r in rig.replies(channel))
         # Posted at the first delta, with the cursor, while the LLM is still writing.
         assert post.json["content"].endswith(CURSOR)
@@ -442,14 +439,7 @@ async def test_a_failure_mid_answer_leaves_the_text_and_says_so(tmp_path: Path) 
     rig.llm.plan = Plan([{"chunks": ["Here is ", "half an ", "answer"], "break_after": 2}])
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
     async with trio.open_nursery() as nursery:
-        await rig.servers(nursery)
-        rig.agent("a", "tok-a")
-        rt = await rig.start(nursery)
-        await ready(rig, "a")
-        msg = await rig.discord.send_message(
-            "tok-a", content="talk", author_id=ANN, author_name="ann"
-        )
-        channel = int(msg["channel_id"])
+        rt, channel = await rig.dm_bot_a(nursery)
         expected = f"Here is half an\n{BROKE_OFF}"
         await rig.discord.wait_until(lambda: rig.discord.shown(channel, "tok-a") == expected)
         assert len(rig.llm.requests) == 1  # not retried once text was shown

@@ -12,7 +12,7 @@ import trio.testing
 
 from voxbridge.brain import Answer
 from voxbridge.errors import BrainError
-from voxbridge.plugins.discord_reply import BROKE_OFF, CURSOR, stream_to
+from voxbridge.plugins.discord_reply import BROKE_OFF, CURSOR, Reply, stream_to
 
 
 class Recorder:
@@ -44,15 +44,22 @@ async def feed(
             send.send_nowait(item)
 
 
-async def show(steps: Sequence[tuple[float, str | BrainError]], **kw: int) -> Recorder:
+async def shown(
+    steps: Sequence[tuple[float, str | BrainError]], **kw: int
+) -> tuple[Recorder, Reply[int]]:
+    """What the sink got for an answer of ``steps``, and the reply (settled)."""
     sink = Recorder()
     send, receive = trio.open_memory_channel[str | BrainError](100)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(feed, send, steps)
         reply = await stream_to(sink, Answer(receive), **kw)  # type: ignore[arg-type]
         await reply.settle()
-        if reply.failure is not None:
-            raise reply.failure
+    return sink, reply
+
+
+async def show(steps: Sequence[tuple[float, str | BrainError]], **kw: int) -> Recorder:
+    sink, reply = await shown(steps, **kw)
+    assert reply.failure is None
     return sink
 
 
@@ -99,13 +106,8 @@ async def test_past_2000_characters_it_goes_on_in_a_new_message(
 async def test_a_failure_midway_keeps_the_text_and_adds_one_line(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sink = Recorder()
-    send, receive = trio.open_memory_channel[str | BrainError](100)
-    async with trio.open_nursery() as nursery:
-        steps = [(0.1, "The answer "), (0.3, "is"), (0.3, BrainError("stream broke"))]
-        nursery.start_soon(feed, send, steps)
-        reply = await stream_to(sink, Answer(receive))
-        await reply.settle()
+    steps = [(0.1, "The answer "), (0.3, "is"), (0.3, BrainError("stream broke"))]
+    sink, reply = await shown(steps)
     assert sink.messages == [f"The answer is\n{BROKE_OFF}"]
     assert str(reply.failure) == "stream broke"
 

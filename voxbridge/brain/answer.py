@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 import trio
@@ -102,8 +103,9 @@ async def think(
     send, receive = trio.open_memory_channel[str | BrainError](_BUFFER)
     answer = Answer(receive)
     failure: BaseException | None = None
+    asked = _Asked(agent, message, history, http, n8n, logger)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_produce, send, agent, message, history, http, n8n, logger)
+        nursery.start_soon(_produce, send, asked)
         try:
             yield answer
         except BaseException as exc:  # re-raised below, outside the nursery: not a group
@@ -113,18 +115,22 @@ async def think(
         raise failure
 
 
-async def _produce(
-    send: trio.MemorySendChannel[str | BrainError],
-    agent: Agent,
-    message: Message,
-    history: Sequence[Turn],
-    http: httpx.AsyncClient,
-    n8n: N8nClient | None,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One question to the brain, with what it takes to answer it."""
+
+    agent: Agent
+    message: Message
+    history: Sequence[Turn]
+    http: httpx.AsyncClient
+    n8n: N8nClient | None
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+async def _produce(send: trio.MemorySendChannel[str | BrainError], asked: _Asked) -> None:
     async with send:
         try:
-            whole = await _route(send.send, agent, message, history, http, n8n, logger)
+            whole = await _route(send.send, asked)
             if whole is not None:
                 # Handed over and closed with no checkpoint between: the consumer sees a
                 # complete answer at once (and Discord posts it without the cursor).
@@ -133,19 +139,12 @@ async def _produce(
             await send.send(exc)
 
 
-async def _route(
-    emit: Emit,
-    agent: Agent,
-    message: Message,
-    history: Sequence[Turn],
-    http: httpx.AsyncClient,
-    n8n: N8nClient | None,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> str | None:
+async def _route(emit: Emit, asked: _Asked) -> str | None:
     """Stream the answer through ``emit``, or return it whole (n8n answers all at once)."""
+    agent, message, history = asked.agent, asked.message, asked.history
     section = agent.plugins.get("n8n")
     mode = str(section.settings.get("mode", "fallback")) if section and section.enabled else None
-    n8n = n8n if mode else None
+    n8n = asked.n8n if mode else None
     if mode == "primary":
         if n8n is None:
             raise BrainError("the n8n plugin (mode: primary) is not running")
@@ -162,7 +161,7 @@ async def _route(
         await emit(delta)
 
     try:
-        whole = await LLMClient(http).stream(
+        whole = await LLMClient(asked.http).stream(
             agent.llm,
             reveal(agent.system_prompt),
             history,
@@ -176,6 +175,6 @@ async def _route(
     except BrainError as exc:
         if n8n is None or delivered:
             raise
-        logger.warning("⚠️ LLM failed (%s); asking n8n instead", exc)
+        asked.logger.warning("⚠️ LLM failed (%s); asking n8n instead", exc)
         return await n8n.ask(agent, message, history)
     return None

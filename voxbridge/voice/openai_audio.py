@@ -51,16 +51,24 @@ async def _retrying(what: str, config: SpeechConfig, attempt: Any) -> None:
         raise SpeechError(str(exc)) from None
 
 
-class OpenAISTT:
-    """Speech to text over ``/audio/transcriptions``."""
+class _Endpoint:
+    """One route of an OpenAI-compatible speech server."""
 
     name = "openai"
+    _path = ""
+    _field = ""
 
     def __init__(self, config: SpeechConfig, http: httpx.AsyncClient) -> None:
         self._config = config
         self._http = http
-        self._url = reveal(config.base_url or "").rstrip("/") + "/audio/transcriptions"
-        self._shown = shown_url(config.base_url or "", "voice.stt.base_url")
+        self._url = reveal(config.base_url or "").rstrip("/") + self._path
+        self._shown = shown_url(config.base_url or "", self._field)
+
+
+class OpenAISTT(_Endpoint):
+    """Speech to text over ``/audio/transcriptions``."""
+
+    _path, _field = "/audio/transcriptions", "voice.stt.base_url"
 
     async def transcribe(self, pcm: bytes) -> str:
         config = self._config
@@ -90,16 +98,13 @@ class OpenAISTT:
         return text[0]
 
 
-class OpenAITTS:
+class OpenAITTS(_Endpoint):
     """Text to speech over ``/audio/speech``, streamed as raw PCM."""
 
-    name = "openai"
+    _path, _field = "/audio/speech", "voice.tts.base_url"
 
     def __init__(self, config: SpeechConfig, http: httpx.AsyncClient) -> None:
-        self._config = config
-        self._http = http
-        self._url = reveal(config.base_url or "").rstrip("/") + "/audio/speech"
-        self._shown = shown_url(config.base_url or "", "voice.tts.base_url")
+        super().__init__(config, http)
         self.rate: int = config.sample_rate or DEFAULT_RATE
 
     async def synthesize(self, text: str, sink: AudioSink) -> None:
