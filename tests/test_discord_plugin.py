@@ -13,7 +13,7 @@ from tests.fake_brains import FakeLLM, FakeN8n, Plan, start_fake
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.runtime_helpers import options, wait_state, wait_until, write
 from voxbridge import testing
-from voxbridge.plugins.discord_bot import APOLOGY
+from voxbridge.plugins.discord.bot import APOLOGY
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
@@ -407,7 +407,7 @@ async def test_long_replies_go_on_in_a_new_message(tmp_path: Path) -> None:
 
 
 async def test_replies_stream_edited_at_most_once_a_second(tmp_path: Path) -> None:
-    from voxbridge.plugins.discord_reply import CURSOR
+    from voxbridge.plugins.discord.reply import CURSOR
 
     rig = Rig(tmp_path)
     chunks = [f"part{n} " for n in range(10)]
@@ -433,7 +433,7 @@ async def test_replies_stream_edited_at_most_once_a_second(tmp_path: Path) -> No
 
 
 async def test_a_failure_mid_answer_leaves_the_text_and_says_so(tmp_path: Path) -> None:
-    from voxbridge.plugins.discord_reply import BROKE_OFF
+    from voxbridge.plugins.discord.reply import BROKE_OFF
 
     rig = Rig(tmp_path)
     rig.llm.plan = Plan([{"chunks": ["Here is ", "half an ", "answer"], "break_after": 2}])
@@ -456,7 +456,7 @@ async def test_a_failure_mid_answer_leaves_the_text_and_says_so(tmp_path: Path) 
 
 
 async def test_a_busy_channel_queues_in_order_up_to_a_bound(tmp_path: Path) -> None:
-    from voxbridge.plugins.discord_bot import QUEUE_LIMIT
+    from voxbridge.plugins.discord.bot import QUEUE_LIMIT
 
     rig = Rig(tmp_path)
     rig.llm.plan = Plan([{"delay": 2, "reply": "first"}, {"reply": "next"}])

@@ -12,7 +12,7 @@ import trio.testing
 
 from voxbridge.brain import Answer
 from voxbridge.errors import BrainError
-from voxbridge.plugins.discord_reply import BROKE_OFF, CURSOR, Reply, stream_to
+from voxbridge.plugins.discord.reply import BROKE_OFF, CURSOR, Reply, stream_to
 
 
 class Recorder:

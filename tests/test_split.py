@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voxbridge.plugins.discord_reply import LIMIT, split_message
+from voxbridge.plugins.discord.reply import LIMIT, split_message
 
 
 def test_short_text_is_one_message() -> None:

@@ -20,7 +20,7 @@ def _mark(name: str) -> None:
 def _install() -> None:
     import voxbridge.brain.answer as answer
     import voxbridge.brain.llm as llm
-    import voxbridge.plugins.discord_bot as bot
+    import voxbridge.plugins.discord.bot as bot
 
     handed = bot.to_trio
 

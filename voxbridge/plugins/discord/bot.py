@@ -21,12 +21,12 @@ import trio
 from disnake.ext import commands
 from disnake.interactions import ApplicationCommandInteraction
 
-from ..brain import Conversation, Message
-from ..config.model import reveal
-from ..errors import BrainError, PermanentFailure, VoxbridgeError
-from .aio import run_on_loop, to_trio
-from .api import Context
-from .discord_reply import Reply, split_message, stream_to
+from ...brain import Conversation, Message
+from ...config.model import reveal
+from ...errors import BrainError, PermanentFailure, VoxbridgeError
+from ..aio import run_on_loop, to_trio
+from ..api import Context
+from .reply import Reply, split_message, stream_to
 
 __all__ = ["APOLOGY", "QUEUE_LIMIT", "run"]
 

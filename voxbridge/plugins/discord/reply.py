@@ -16,8 +16,8 @@ from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from ..brain import Answer
-from ..errors import BrainError
+from ...brain import Answer
+from ...errors import BrainError
 
 __all__ = [
     "BROKE_OFF",

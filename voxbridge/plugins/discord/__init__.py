@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import Plugin
+from ..api import Plugin
 
 __all__ = ["PLUGIN"]
 
@@ -28,5 +28,5 @@ PLUGIN = Plugin(
         },
         "required": ["bot_token"],
     },
-    actor="voxbridge.plugins.discord_bot:run",
+    actor="voxbridge.plugins.discord.bot:run",
 )
