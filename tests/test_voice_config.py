@@ -70,3 +70,24 @@ def test_mistakes_are_located(keyring: Keyring, section: str, problem: str) -> N
     assert found.line == 2
     assert problem in str(found)
     assert "sk-plain" not in str(info.value)
+
+
+def test_discord_voice_channels_need_the_voice_section(keyring: Keyring, public: PublicKey) -> None:
+    token = seal("bot-token", public.key, "plugins.discord.bot_token")
+    section = (
+        "plugins:\n"
+        "  discord:\n"
+        f"    bot_token: '{token}'\n"
+        "    voice: {channels: ['123456789012345678'], follow: false}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_agent("name: A\n" + section, "a.yaml", "a", keyring)
+    assert [str(p) for p in caught.value.problems] == [
+        "a.yaml:5:5: plugins.discord.voice: needs the agent's 'voice' section: add 'voice: {}' "
+        "at the top level (the defaults run offline), or remove this key"
+    ]
+    agent = parse_agent("voice: {}\n" + section, "a.yaml", "a", keyring)
+    assert agent.plugins["discord"].settings["voice"] == {
+        "channels": ["123456789012345678"],
+        "follow": False,
+    }

@@ -251,6 +251,25 @@ def _errors_in_order(errors: Iterable[ValidationError]) -> list[ValidationError]
     return flat
 
 
+def _needs(data: Mapping[str, Any], checker: _Checker) -> None:
+    """The plugins' cross-section rules (:attr:`Plugin.needs`)."""
+    sections = data.get("plugins")
+    if not isinstance(sections, dict):
+        return
+    for ptype, section in sections.items():
+        plugin = checker.plugins.get(ptype)
+        if plugin is None or not isinstance(section, dict):
+            continue
+        for key, needed in plugin.needs.items():
+            if key in section and needed not in data:
+                checker.add(
+                    ("plugins", ptype, key),
+                    f"needs the agent's '{needed}' section: add '{needed}: {{}}' at the top "
+                    "level (the defaults run offline), or remove this key",
+                    at_key=True,
+                )
+
+
 def parse_agent(
     text: str,
     file: str,
@@ -293,6 +312,7 @@ def parse_agent(
     checker = _Checker(file, root, secret_paths(schema), plugins)
     for err in _errors_in_order(validator(plugins).iter_errors(data)):
         checker.schema_error(err)
+    _needs(data, checker)
     _open_secrets(data, root, checker, keyring, allow_plaintext_secrets)
     problems.extend(checker.problems)
     problems.sort(key=lambda p: (p.line, p.column))

@@ -203,6 +203,10 @@ class Plugin:
     summary: str
     schema: Mapping[str, Any] = field(default_factory=dict)
     actor: Actor | str | None = None
+    needs: Mapping[str, str] = field(default_factory=dict)
+    """Keys of this plugin's section that need a top-level section of the agent, with why:
+    ``{"voice": "voice"}`` makes ``voxbridge check`` point at ``plugins.<type>.voice`` when the
+    agent has no ``voice:`` (a rule JSON Schema cannot say across sections)."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

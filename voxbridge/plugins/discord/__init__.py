@@ -25,8 +25,30 @@ PLUGIN = Plugin(
                 "items": {"$ref": "#/$defs/snowflake"},
                 "uniqueItems": True,
             },
+            "voice": {
+                "description": "Voice channels: the bot listens to each speaker and answers "
+                "aloud (needs the agent's voice section).",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "channels": {
+                        "description": "Voice channel ids the bot joins while a person is in "
+                        "them (it leaves when only bots remain).",
+                        "type": "array",
+                        "items": {"$ref": "#/$defs/snowflake"},
+                        "uniqueItems": True,
+                    },
+                    "follow": {
+                        "description": "Whether /voice join (the caller's channel) and "
+                        "/voice leave work.",
+                        "type": "boolean",
+                        "default": True,
+                    },
+                },
+            },
         },
         "required": ["bot_token"],
     },
     actor="voxbridge.plugins.discord.bot:run",
+    needs={"voice": "voice"},
 )
