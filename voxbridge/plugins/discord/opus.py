@@ -1,0 +1,101 @@
+"""Opus for Discord voice: libopus through disnake's binding, without a system library.
+
+A fresh Linux machine has no libopus, and disnake looks only for a system one. PyAV's wheel
+bundles a complete libopus (encoder, decoder, packet loss concealment, in-band FEC), so
+:func:`load` points disnake at it. :class:`Decoder` replaces ``disnake.opus.Decoder.decode``,
+which sizes its buffer by the packet's channel count while a stereo decoder always writes two
+channels: a mono packet (Discord's silence frame is one) overflows the heap.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import disnake.opus
+import numpy as np
+
+__all__ = ["CHANNELS", "FRAME", "RATE", "Decoder", "OpusUnavailable", "load"]
+
+RATE = 48_000
+CHANNELS = 2
+FRAME = 960
+"""Samples per channel in one 20 ms frame."""
+
+
+class OpusUnavailable(RuntimeError):
+    """No libopus could be loaded."""
+
+
+@functools.cache
+def load() -> None:
+    """Load libopus once: PyAV's bundled copy, else the system's.
+
+    Raises:
+        OpusUnavailable: neither is there (install ``av``, or the system's libopus).
+    """
+    if disnake.opus.is_loaded():
+        return
+    try:
+        import av
+    except ImportError:
+        candidates: list[Path] = []
+    else:
+        # The file name carries a build hash that changes between PyAV releases.
+        base = Path(av.__file__).parent
+        candidates = sorted(base.parent.glob("av.libs/libopus*.so*")) + sorted(
+            base.glob(".dylibs/libopus*.dylib")
+        )
+    for candidate in candidates:
+        try:
+            disnake.opus.load_opus(str(candidate))
+        except OSError:
+            continue
+        return
+    if not disnake.opus._load_default():
+        raise OpusUnavailable(
+            "no libopus: install PyAV (pip install av), which bundles one, or the system's "
+            "libopus (apt install libopus0)"
+        )
+
+
+class Decoder:
+    """One speaker's Opus decoder: 48 kHz stereo, as ``int16`` arrays of shape (samples, 2)."""
+
+    def __init__(self) -> None:
+        load()
+        self._decoder = disnake.opus.Decoder()
+        self._pcm = (ctypes.c_int16 * (RATE // 10 * CHANNELS))()  # room for 120 ms, Opus's most
+
+    def decode(self, packet: bytes) -> np.ndarray:
+        """Decode one packet."""
+        return self._run(packet, self._samples(packet), fec=False)
+
+    def recover(self, following: bytes | None) -> np.ndarray:
+        """One frame in place of a lost packet: from the forward error correction data carried
+        in ``following`` when that packet has arrived, else concealed (PLC)."""
+        return self._run(following, FRAME, fec=following is not None)
+
+    @staticmethod
+    def _samples(packet: bytes) -> int:
+        lib = disnake.opus._lib
+        frames: int = lib.opus_packet_get_nb_frames(packet, len(packet))
+        per_frame: int = lib.opus_packet_get_samples_per_frame(packet, RATE)
+        return max(0, frames) * per_frame
+
+    def _run(self, packet: bytes | None, samples: int, *, fec: bool) -> np.ndarray:
+        samples = min(samples, RATE // 10) or FRAME
+        try:
+            got: int = disnake.opus._lib.opus_decode(
+                self._decoder._state,
+                packet,
+                len(packet) if packet else 0,
+                ctypes.cast(self._pcm, disnake.opus.c_int16_ptr),
+                samples,
+                int(fec),
+            )
+        except disnake.opus.OpusError:  # a corrupt packet: its time passes as silence
+            return np.zeros((samples, CHANNELS), np.int16)
+        pcm = np.frombuffer(memoryview(self._pcm).cast("B"), np.int16, got * CHANNELS)
+        return pcm.reshape(got, CHANNELS).copy()
