@@ -21,7 +21,7 @@ from tests.voice_fakes import (
 from voxbridge.brain import Turn
 from voxbridge.config.model import VADConfig, VoiceConfig
 from voxbridge.errors import BrainError
-from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, VoiceSession
+from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, Speaker, VoiceSession
 
 
 def session(**kw: Any) -> tuple[VoiceSession, RecordingOutput, dict[str, list[float]]]:
@@ -32,7 +32,7 @@ def session(**kw: Any) -> tuple[VoiceSession, RecordingOutput, dict[str, list[fl
         config=config,
         stt=kw.pop("stt", FakeSTT()),
         tts=kw.pop("tts", FakeTTS()),
-        vad=LoudnessVAD(),
+        vad=LoudnessVAD,
         think=kw.pop("think", ScriptedBrain()),
         output=out,
         observe=lambda name, seconds: seen.setdefault(name, []).append(seconds),
@@ -192,3 +192,44 @@ async def test_a_microphone_stuck_open_for_minutes(autojump_clock: trio.testing.
     assert len(stt.heard) >= 12
     assert max(stt.heard) <= 2 * 16000 * 10.1
     assert sizes[2] - sizes[0] < 2_000_000  # flat: the third minute holds what the first did
+
+
+async def test_several_speakers_are_heard_apart_and_attributed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two people in one channel: each has their own ear; who said what reaches the brain and
+    the history; either of them speaking over the agent cuts it off."""
+    long_answer = [f"Sentence {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    s, out, _ = session(think=brain, stt=FakeSTT(["hello there", "wait a moment"]))
+    ann, bob = Speaker("1", "Ann", attributed=True), Speaker("2", "Bob", attributed=True)
+    ann_send, ann_frames = trio.open_memory_channel[bytes](0)
+    bob_send, bob_frames = trio.open_memory_channel[bytes](0)
+
+    async def bob_talks_over_the_answer() -> None:
+        async with bob_send:
+            await speak_into(bob_send, silence(1.0 + 0.6 + 0.6 + 2.0))
+            await speak_into(bob_send, tone(1.0))
+            await speak_into(bob_send, silence(10))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(s.converse)
+        nursery.start_soon(s.listen, ann_frames, ann)
+        nursery.start_soon(s.listen, bob_frames, bob)
+        nursery.start_soon(bob_talks_over_the_answer)
+        async with ann_send:
+            await speak_into(ann_send, tone(1.0))
+            await speak_into(ann_send, silence(16))
+        nursery.cancel_scope.cancel()
+    assert [m.username for m in brain.messages] == ["Ann", "Bob"]
+    assert [m.text for m in brain.messages] == ["Ann: hello there", "Bob: wait a moment"]
+    transcripts = [e for _, e in out.events if e["type"] == "transcript"]
+    assert [(e["speaker"], e["text"]) for e in transcripts] == [
+        ("Ann", "hello there"),
+        ("Bob", "wait a moment"),
+    ]
+    assert brain.cancelled == 1 and out.types().count("interrupted") == 1
+    question, cut, second = s.conversation.turns[:3]
+    assert question == Turn("user", "Ann: hello there")
+    assert cut.content.endswith("…")
+    assert second == Turn("user", "Bob: wait a moment")

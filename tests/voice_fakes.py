@@ -85,11 +85,13 @@ class ScriptedBrain:
     deltas: Sequence[str | BrainError] = ("Hi there. ", "How can I help?")
     gap: float = 0.05
     asked: list[list[Turn]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     cancelled: int = 0
 
     @asynccontextmanager
     async def __call__(self, message: Message, history: Sequence[Turn]) -> AsyncIterator[Answer]:
         self.asked.append(list(history))
+        self.messages.append(message)
         send, receive = trio.open_memory_channel[str | BrainError](100)
 
         async def produce() -> None:

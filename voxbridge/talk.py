@@ -20,7 +20,7 @@ from .errors import UsageError, VoxbridgeError
 from .terminal import find_agent, n8n_of
 from .voice.audio import RATE, Resampler, read_wav, wav_bytes
 from .voice.providers import open_providers
-from .voice.session import VoiceSession
+from .voice.session import Speaker, VoiceSession
 
 __all__ = ["run_talk"]
 
@@ -80,7 +80,8 @@ async def _talk(agent: Agent, question: bytes) -> tuple[_FileOutput, dict[str, l
             think=lambda m, h: think(agent, m, h, http=http, n8n=n8n_of(agent, http)),
             output=output,
             history=lambda: agent.history,
-            speaker=("talk", "talk", "talk"),
+            session_id="talk",
+            speaker=Speaker("talk", "talk"),
             observe=lambda name, s: seen.setdefault(name, []).append(s),
         )
         send, frames = trio.open_memory_channel[bytes](0)

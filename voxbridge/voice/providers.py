@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import trio
 
@@ -17,9 +19,9 @@ __all__ = ["Providers", "open_providers"]
 
 
 class Providers:
-    """A session's VAD, STT and TTS."""
+    """A session's STT and TTS, and a VAD for each of its speakers."""
 
-    def __init__(self, vad: VAD, stt: STT, tts: TTS) -> None:
+    def __init__(self, vad: Callable[[], VAD], stt: STT, tts: TTS) -> None:
         self.vad, self.stt, self.tts = vad, stt, tts
 
 
@@ -44,6 +46,7 @@ async def open_providers(config: VoiceConfig, http: httpx.AsyncClient) -> Provid
     first time), never on the event loop."""
 
     def make() -> Providers:
-        return Providers(SileroVAD(), _stt(config.stt, http), _tts(config.tts, http))
+        SileroVAD()  # the first one loads the shared model
+        return Providers(SileroVAD, _stt(config.stt, http), _tts(config.tts, http))
 
     return await trio.to_thread.run_sync(make)

@@ -1,8 +1,9 @@
 """One spoken conversation, as a Trio task tree; channels only feed and drain frames.
 
     session
-    ├── listen        frames → VAD → turns: an onset while the agent talks is a barge-in
-    └── converse      one turn per utterance, in a cancel scope of its own
+    ├── listen        one per speaker: frames → VAD → turns; an onset while the agent talks
+    │                 is a barge-in, whoever speaks
+    └── converse      one turn per utterance (any speaker's, in order), in a cancel scope of its own
         └── turn      STT → transcript
             ├── think       the brain's stream → deltas (shown) → sentences
             ├── synthesize  each sentence → TTS, while earlier ones play
@@ -13,6 +14,9 @@ together; the channel is told to drop what it has queued; the history keeps the 
 as it was heard, marked cut. With ``barge_in: false`` speech during the agent's turn is ignored.
 Stages are joined by bounded channels, so a slow stage holds the others back instead of growing
 memory; every stage's latency is measured at its edges (``observe``).
+
+With several speakers (a Discord voice channel), each is heard separately and what they said
+reaches the brain and the history attributed to them ("Ann: …").
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .speech import STT, TTS, SpeechError
 from .turns import SpeechStarted, TurnDetector, Utterance
 from .vad import VAD
 
-__all__ = ["CANT_ANSWER", "CANT_HEAR", "VoiceSession"]
+__all__ = ["CANT_ANSWER", "CANT_HEAR", "Speaker", "VoiceSession"]
 
 log = logging.getLogger("voxbridge.voice")
 
@@ -46,6 +50,26 @@ _AUDIO = 64  # pieces of synthesized audio the TTS may run ahead of playback
 
 def _nothing(*_: object) -> None:
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """Who is talking; ``attributed``: their words go to the brain as "name: words" (several
+    people share the conversation)."""
+
+    user_id: str
+    name: str
+    attributed: bool = False
+
+    def says(self, text: str) -> str:
+        return f"{self.name}: {text}" if self.attributed else text
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoken:
+    utterance: Utterance
+    ended: float
+    speaker: Speaker
 
 
 @dataclass
@@ -92,23 +116,26 @@ class VoiceSession:
         config: VoiceConfig,
         stt: STT,
         tts: TTS,
-        vad: VAD,
+        vad: Callable[[], VAD],
         think: Think,
         output: Output,
         conversation: Conversation | None = None,
         history: Callable[[], int] = lambda: 10,
-        speaker: tuple[str, str, str] = ("voice", "voice", "voice"),
+        session_id: str = "voice",
+        speaker: Speaker = Speaker("voice", "voice"),
         observe: Callable[[str, float], None] = _nothing,
         count: Callable[[str, int], None] = _nothing,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
     ) -> None:
         self.config = config
-        self._stt, self._tts, self._vad = stt, tts, vad
+        self._stt, self._tts, self._new_vad = stt, tts, vad
         self._think = think
         self._out = output
         self.conversation = conversation or Conversation()
         self._history = history
-        self._speaker = speaker  # session id, user id, user name
+        self._session_id = session_id
+        self._speaker = speaker  # of a one-speaker session (run)
+        self._utterances, self._heard = trio.open_memory_channel[_Spoken](2)
         self._observe, self._count, self._log = observe, count, logger
         self._turn: trio.CancelScope | None = None
         self.utterances = 0
@@ -118,23 +145,17 @@ class VoiceSession:
     # --- listening -----------------------------------------------------------------------------
 
     async def run(self, frames: trio.MemoryReceiveChannel[bytes], *, greet: bool = True) -> None:
-        """Hold the conversation until ``frames`` (16 kHz ``s16le``) ends; greets first (when
-        the agent has a greeting and ``greet``)."""
-        send, receive = trio.open_memory_channel[tuple[Utterance, float]](2)
+        """Hold a one-speaker conversation until ``frames`` (16 kHz ``s16le``) ends; greets
+        first (when the agent has a greeting and ``greet``)."""
         async with trio.open_nursery() as nursery:
-            warm = getattr(self._stt, "warm", None)
-            if warm is not None:
-                nursery.start_soon(warm)  # while the person starts talking
-            nursery.start_soon(self._converse, receive, greet)
-            await self._listen(frames, send)
+            nursery.start_soon(self.converse, greet)
+            await self.listen(frames, self._speaker)
             nursery.cancel_scope.cancel()
 
-    async def _listen(
-        self,
-        frames: trio.MemoryReceiveChannel[bytes],
-        utterances: trio.MemorySendChannel[tuple[Utterance, float]],
-    ) -> None:
-        detector = TurnDetector(self._vad, self.config.vad)
+    async def listen(self, frames: trio.MemoryReceiveChannel[bytes], speaker: Speaker) -> None:
+        """Hear one speaker until ``frames`` (16 kHz ``s16le``) ends; several may listen at
+        once, each with their own voice activity detection."""
+        detector = TurnDetector(self._new_vad(), self.config.vad)
         over_the_agent = False  # this utterance began while the agent had the turn
         async for frame in frames:
             for event in await detector.push(frame):
@@ -147,7 +168,7 @@ class VoiceSession:
                     self._count("voice_ignored", 1)  # spoken over the agent: not a turn
                     continue
                 try:
-                    utterances.send_nowait((event, trio.current_time()))
+                    self._utterances.send_nowait(_Spoken(event, trio.current_time(), speaker))
                     self.utterances += 1
                 except trio.WouldBlock:
                     self._count("voice_ignored", 1)
@@ -162,16 +183,20 @@ class VoiceSession:
 
     # --- turns ---------------------------------------------------------------------------------
 
-    async def _converse(
-        self, utterances: trio.MemoryReceiveChannel[tuple[Utterance, float]], greet: bool
-    ) -> None:
-        greeting = reveal(self.config.greeting) if self.config.greeting and greet else ""
-        if greeting:
-            with self._turn_scope():
-                await self._say(None, greeting, trio.current_time())
-        async for utterance, ended in utterances:
-            with self._turn_scope():
-                await self._turn_for(utterance, ended)
+    async def converse(self, greet: bool = True) -> None:
+        """Take the turns that listening hears, one at a time, until cancelled; greets first
+        (when the agent has a greeting and ``greet``)."""
+        warm = getattr(self._stt, "warm", None)
+        async with trio.open_nursery() as nursery:
+            if warm is not None:
+                nursery.start_soon(warm)  # while the person starts talking
+            greeting = reveal(self.config.greeting) if self.config.greeting and greet else ""
+            if greeting:
+                with self._turn_scope():
+                    await self._say(None, greeting, trio.current_time())
+            async for heard in self._heard:
+                with self._turn_scope():
+                    await self._turn_for(heard.utterance, heard.ended, heard.speaker)
 
     @contextlib.contextmanager
     def _turn_scope(self) -> Iterator[trio.CancelScope]:
@@ -184,7 +209,7 @@ class VoiceSession:
             finally:
                 self._turn = None
 
-    async def _turn_for(self, utterance: Utterance, ended: float) -> None:
+    async def _turn_for(self, utterance: Utterance, ended: float, speaker: Speaker) -> None:
         self._count("voice_turns", 1)
         try:
             with trio.fail_after(self.config.stt.timeout):
@@ -197,8 +222,11 @@ class VoiceSession:
         self._observe("voice_stt", trio.current_time() - ended)
         if not text:
             return  # a noise: nothing to answer
-        await self._out.event({"type": "transcript", "text": text, "final": True})
-        await self._say(text, None, ended)
+        transcript = {"type": "transcript", "text": text, "final": True}
+        if speaker.attributed:
+            transcript["speaker"] = speaker.name
+        await self._out.event(transcript)
+        await self._say(speaker.says(text), None, ended, speaker)
 
     async def _failed(self, message: str) -> None:
         self._count("voice_errors", 1)
@@ -206,7 +234,13 @@ class VoiceSession:
         await self._out.event({"type": "error", "message": message})
 
     async def _say(
-        self, question: str | None, fixed: str | None, ended: float, *, record: bool = True
+        self,
+        question: str | None,
+        fixed: str | None,
+        ended: float,
+        speaker: Speaker | None = None,
+        *,
+        record: bool = True,
     ) -> None:
         """Answer ``question`` through the brain, or speak ``fixed``; either way as it comes.
         The history records what was heard (when ``record``)."""
@@ -215,7 +249,7 @@ class VoiceSession:
         audio_send, audio = trio.open_memory_channel[tuple[int, bytes]](_AUDIO)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, question, fixed, sentences_send)
+                nursery.start_soon(self._write, question, fixed, speaker, sentences_send)
                 nursery.start_soon(self._synthesize, sentences, audio_send, heard)
                 nursery.start_soon(self._play, audio, heard, ended, question is not None)
             heard.complete = True
@@ -234,6 +268,7 @@ class VoiceSession:
         self,
         question: str | None,
         fixed: str | None,
+        speaker: Speaker | None,
         out: trio.MemorySendChannel[tuple[str, bool]],
     ) -> None:
         """The words to speak, sentence by sentence: the brain's answer, or ``fixed``; each
@@ -245,8 +280,8 @@ class VoiceSession:
             started = trio.current_time()
             first = True
             splitter = SentenceSplitter()
-            session_id, user_id, username = self._speaker
-            message = Message(session_id, user_id, username, question)
+            who = speaker or self._speaker
+            message = Message(self._session_id, who.user_id, who.name, question)
             turns = self.conversation.context(self._history(), question)
             try:
                 async with self._think(message, turns) as answer:

@@ -23,7 +23,7 @@ from ...brain import Conversation
 from ...voice.audio import RATE, Resampler
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
-from ...voice.session import VoiceSession
+from ...voice.session import Speaker, VoiceSession
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -157,7 +157,8 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
             output=output,
             conversation=Conversation(),
             history=lambda: ctx.agent.history,
-            speaker=(f"web-voice:{id(websocket)}", "web", "web"),
+            session_id=f"web-voice:{id(websocket)}",
+            speaker=Speaker("web", "web"),
             observe=ctx.observe,
             count=ctx.count,
             logger=ctx.log,
