@@ -178,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a Discord-compatible API instead of https://discord.com/api/v10",
     )
     c.add_argument(
+        "--discord-ca-file",
+        type=Path,
+        metavar="FILE",
+        help="also trust this CA (PEM) for Discord's TLS: a test server's, or a proxy's",
+    )
+    c.add_argument(
         "--grace",
         type=_duration,
         default=5.0,
@@ -418,6 +424,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard=args.shard,
         state_dir=args.state_dir,
         discord_api_base=args.discord_api_base,
+        discord_ca_file=args.discord_ca_file,
         grace=args.grace,
     )
     return run(options)

@@ -52,6 +52,7 @@ class RunOptions:
     shard: Shard = field(default_factory=Shard)
     state_dir: Path = Path(".voxbridge")
     discord_api_base: str | None = None
+    discord_ca_file: Path | None = None
     grace: float = 5.0
     summary_timeout: float = 60.0
 
@@ -192,6 +193,7 @@ class Runtime:
                 grace=self.options.grace,
                 options={
                     "discord_api_base": self.options.discord_api_base,
+                    "discord_ca_file": self.options.discord_ca_file,
                     "status_url": self.status_url,
                 },
                 _agent=current,

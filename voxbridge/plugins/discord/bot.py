@@ -10,12 +10,15 @@ actor's exception, and the supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import aiohttp
 import disnake
 import trio
 from disnake.ext import commands
@@ -27,6 +30,7 @@ from ...errors import BrainError, PermanentFailure, VoxbridgeError
 from ..aio import run_on_loop, to_trio
 from ..api import Context
 from .reply import Reply, split_message, stream_to
+from .rooms import VoiceRooms
 
 __all__ = ["APOLOGY", "QUEUE_LIMIT", "run"]
 
@@ -125,23 +129,60 @@ class _Commands:
         return f"✅ **{agent.name}** now answers in this server."
 
 
+def _people(channel: disnake.abc.GuildChannel | None) -> int:
+    members = getattr(channel, "members", ())
+    return sum(1 for m in members if not m.bot)
+
+
 def _make_bot(
     ctx: Context,
     token: trio.lowlevel.TrioToken,
     deliver: Callable[[_Incoming], None],
     became_ready: Callable[[], None],
+    rooms: VoiceRooms,
 ) -> commands.InteractionBot:
     """The disnake client for one attempt; call on the asyncio loop (it binds to it)."""
     intents = disnake.Intents(
-        guilds=True, guild_messages=True, dm_messages=True, message_content=True
+        guilds=True,
+        guild_messages=True,
+        dm_messages=True,
+        message_content=True,
+        voice_states=True,  # who is in which voice channel (not privileged)
     )
-    bot = commands.InteractionBot(intents=intents, guild_ready_timeout=2.0)
+    ca_file = ctx.options.get("discord_ca_file")
+    connector = (
+        aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(ca_file)))
+        if ca_file
+        else None
+    )
+    bot = commands.InteractionBot(intents=intents, guild_ready_timeout=2.0, connector=connector)
     watched = {int(c) for c in ctx.config.settings.get("channels", ())}
     replies = _Commands(ctx)
 
     @bot.event
     async def on_ready() -> None:
         to_trio(token, became_ready)
+        for channel_id in rooms.listed:
+            channel = bot.get_channel(channel_id)
+            if isinstance(channel, disnake.abc.GuildChannel):
+                guild_id, people = channel.guild.id, _people(channel)
+                to_trio(token, functools.partial(rooms.presence, guild_id, channel_id, people))
+
+    @bot.event
+    async def on_voice_state_update(
+        member: disnake.Member, before: disnake.VoiceState, after: disnake.VoiceState
+    ) -> None:
+        if not rooms.enabled:
+            return
+        guild_id = member.guild.id
+        if bot.user is not None and member.id == bot.user.id:
+            where = after.channel.id if after.channel else None
+            to_trio(token, lambda: rooms.bot_moved(guild_id, where))
+            return
+        for channel in {before.channel, after.channel}:
+            if channel is not None:
+                people = _people(channel)
+                to_trio(token, functools.partial(rooms.presence, guild_id, channel.id, people))
 
     @bot.event
     async def on_message(message: disnake.Message) -> None:
@@ -193,6 +234,33 @@ def _make_bot(
         text = await _from_trio(token, lambda: replies.select(guild_of(inter), name))
         await inter.response.send_message(text)
 
+    @bot.slash_command(name="voice", description="This agent in voice channels")
+    async def voice(inter: Inter) -> None:
+        pass
+
+    @voice.sub_command(name="join", description="Join your voice channel")
+    async def voice_join(inter: Inter) -> None:
+        state = getattr(inter.author, "voice", None)
+        if not rooms.enabled or not rooms.follow:
+            text = "Voice commands are off for this agent (plugins.discord.voice.follow)."
+        elif inter.guild_id is None or state is None or state.channel is None:
+            text = "Join a voice channel first, then ask again."
+        else:
+            guild_id, channel_id = inter.guild_id, state.channel.id
+            to_trio(token, lambda: rooms.want(guild_id, channel_id))
+            text = f"Joining <#{channel_id}> 🔊"
+        await inter.response.send_message(text)
+
+    @voice.sub_command(name="leave", description="Leave the voice channel")
+    async def voice_leave(inter: Inter) -> None:
+        if not rooms.enabled or not rooms.follow or inter.guild_id is None:
+            text = "Voice commands are off for this agent (plugins.discord.voice.follow)."
+        else:
+            guild_id = inter.guild_id
+            to_trio(token, lambda: rooms.leave(guild_id))
+            text = "Leaving the voice channel 👋"
+        await inter.response.send_message(text)
+
     return bot
 
 
@@ -236,9 +304,10 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
                 task_status.started()
 
         bot_holder: list[commands.InteractionBot] = []
+        rooms = VoiceRooms(ctx, lambda: bot_holder[-1] if bot_holder else None, nursery)
 
         async def main() -> None:  # on the asyncio loop
-            bot = _make_bot(ctx, token, deliver, became_ready)
+            bot = _make_bot(ctx, token, deliver, became_ready, rooms)
             bot_holder.append(bot)
             try:
                 await bot.start(secret.reveal(), reconnect=True)
