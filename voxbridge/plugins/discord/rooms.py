@@ -225,6 +225,9 @@ class Room:
                 if value > seen[name]:
                     self._ctx.count(f"voice_rx_{name}", value - seen[name])
                     seen[name] = value
+            for stream, _ in self._speakers.values():
+                for name, grown in stream.news().items():
+                    self._ctx.count(f"voice_rx_{name}", grown)
             if connection not in self._bot.voice_clients:
                 return  # disconnected: kicked, or the channel went away
             runner = getattr(connection, "_runner", None)

@@ -46,6 +46,7 @@ class SpeakerStream:
         self._resample = Resampler(RATE, 16_000)
         self._pending = bytearray()
         self.counters = {"frames": 0, "recovered": 0, "late": 0}
+        self._reported = dict(self.counters)
 
     def push(self, packet: Packet) -> None:
         """A packet arrived (call from the Trio thread)."""
@@ -57,6 +58,14 @@ class SpeakerStream:
         self._buffer[extended] = packet
         self._news = True
         self._arrived.set()
+
+    def news(self) -> dict[str, int]:
+        """How much each counter grew since the last call."""
+        grown = {
+            k: v - self._reported[k] for k, v in self.counters.items() if v > self._reported[k]
+        }
+        self._reported = dict(self.counters)
+        return grown
 
     def close(self) -> None:
         """The speaker left: finish what they said, then end the stream."""
