@@ -90,6 +90,11 @@ class _ReceivingDave(DaveState):
         super().remove_recognized_user(user_id)
         self._decryptors.pop(user_id, None)
 
+    def _setup_ratchet_for_user(self, user_id: int, version: int) -> None:
+        if self._encryptor is None:
+            return  # a call without DAVE (version 0): disnake would log this as an error
+        super()._setup_ratchet_for_user(user_id, version)
+
     def decrypt(self, user_id: int, frame: bytes) -> bytes | None:
         if frame == SILENCE:  # never encrypted
             return frame
