@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["CONNECT_TIMEOUT", "UDP_SILENCE", "VoiceRooms"]
 
 CONNECT_TIMEOUT = 15.0  # disnake also waits this long after close 4014 to tell a move from a kick
-UDP_SILENCE = 30.0  # nothing on the UDP socket (not even keepalive echoes) for this long: dead
+UDP_SILENCE = 30.0
+DAVE_WAIT = 10.0  # for the call's MLS group before the agent may speak anyway (and be dropped)  # nothing on the UDP socket (not even keepalive echoes) for this long: dead
 _WATCH_EVERY = 1.0
 _SPEAKING_FOR = 0.5  # a person counts as speaking this long after their last packet
 _TRAILING_SILENCE = 5  # Opus silence frames after a burst, as Discord's clients send
@@ -203,11 +204,15 @@ class Room:
                 logger=ctx.log,
             )
             ctx.log.info("🔊 joined voice channel %s", channel.name)
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._session.converse)
-                await self._watch(connection)
-                nursery.cancel_scope.cancel()
+            ctx.count("voice_sessions", 1)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._converse, connection, self._session)
+                    await self._watch(connection)
+                    nursery.cancel_scope.cancel()
+            finally:
+                ctx.count("voice_sessions", -1)
         finally:
             self._nursery = None
             for stream, _ in self._speakers.values():
@@ -215,6 +220,14 @@ class Room:
             ctx.note(None)
             with ctx.cleanup_scope():
                 await run_on_loop(lambda: connection.disconnect(force=True))
+
+    async def _converse(self, connection: VoiceConnection, session: VoiceSession) -> None:
+        # People are heard from the start, but the agent speaks (a greeting, say) only once the
+        # call's end-to-end encryption is up: until then its audio would be dropped.
+        with trio.move_on_after(DAVE_WAIT):
+            while not connection.can_speak():
+                await trio.sleep(0.05)
+        await session.converse()
 
     async def _watch(self, connection: VoiceConnection) -> None:
         """Report how the room is doing; return when the bot was disconnected for good."""
