@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["CONNECT_TIMEOUT", "UDP_SILENCE", "VoiceRooms"]
 
 CONNECT_TIMEOUT = 15.0  # disnake also waits this long after close 4014 to tell a move from a kick
-UDP_SILENCE = 30.0
-DAVE_WAIT = 10.0  # for the call's MLS group before the agent may speak anyway (and be dropped)  # nothing on the UDP socket (not even keepalive echoes) for this long: dead
+UDP_SILENCE = 30.0  # nothing on the UDP socket (not even keepalive echoes) for this long: dead
+DAVE_WAIT = 10.0  # for the call's MLS group, before the agent may speak anyway (and be dropped)
 _WATCH_EVERY = 1.0
 _SPEAKING_FOR = 0.5  # a person counts as speaking this long after their last packet
 _TRAILING_SILENCE = 5  # Opus silence frames after a burst, as Discord's clients send
@@ -225,7 +225,8 @@ class Room:
         # People are heard from the start, but the agent speaks (a greeting, say) only once the
         # call's end-to-end encryption is up: until then its audio would be dropped.
         with trio.move_on_after(DAVE_WAIT):
-            while not connection.can_speak():
+            # The state changes on the asyncio loop, where no Trio event can be set cheaply.
+            while not connection.can_speak():  # noqa: ASYNC110
                 await trio.sleep(0.05)
         await session.converse()
 
