@@ -129,9 +129,12 @@ class _Commands:
         return f"✅ **{agent.name}** now answers in this server."
 
 
-def _people(channel: disnake.abc.GuildChannel | None) -> int:
-    members = getattr(channel, "members", ())
-    return sum(1 for m in members if not m.bot)
+def _people(channel: disnake.abc.GuildChannel, me: int) -> int:
+    """How many people (not bots) are in a voice channel. From its voice states: a member the
+    cache does not hold yet counts as a person (bots in a guild are members the cache knows)."""
+    states = getattr(channel, "voice_states", {})
+    members = (channel.guild.get_member(user_id) for user_id in states if user_id != me)
+    return sum(1 for member in members if member is None or not member.bot)
 
 
 def _make_bot(
@@ -162,10 +165,11 @@ def _make_bot(
     @bot.event
     async def on_ready() -> None:
         to_trio(token, became_ready)
+        me = bot.user.id if bot.user else 0
         for channel_id in rooms.listed:
             channel = bot.get_channel(channel_id)
             if isinstance(channel, disnake.abc.GuildChannel):
-                guild_id, people = channel.guild.id, _people(channel)
+                guild_id, people = channel.guild.id, _people(channel, me)
                 to_trio(token, functools.partial(rooms.presence, guild_id, channel_id, people))
 
     @bot.event
@@ -175,13 +179,14 @@ def _make_bot(
         if not rooms.enabled:
             return
         guild_id = member.guild.id
-        if bot.user is not None and member.id == bot.user.id:
+        me = bot.user.id if bot.user else 0
+        if member.id == me:
             where = after.channel.id if after.channel else None
             to_trio(token, lambda: rooms.bot_moved(guild_id, where))
             return
         for channel in {before.channel, after.channel}:
             if channel is not None:
-                people = _people(channel)
+                people = _people(channel, me)
                 to_trio(token, functools.partial(rooms.presence, guild_id, channel.id, people))
 
     @bot.event
