@@ -1050,8 +1050,8 @@ class FakeVoiceServer:
             # no bot of the group remains to commit: the old group is gone
             self._reset_group(call)
             current = set()
-        if wanted == current or len(wanted) < 2:
-            return
+        if wanted == current or (not current and len(wanted) < 2):
+            return  # nothing to do, or a bot alone: it keeps its pending group
         if current:
             committer = next(bots[u] for u in current if u in bots)
         else:
