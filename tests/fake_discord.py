@@ -7,7 +7,14 @@
   original response). Every request is recorded as a :class:`RecordedRequest`; a route the fake
   does not know is recorded with ``handled=False``, logged as a warning, and answered 404.
 - a gateway: HELLO, IDENTIFY → READY + one GUILD_CREATE per guild, heartbeats, RESUME (missed
-  events replayed, then RESUMED; an unknown session gets INVALID_SESSION), member chunk requests.
+  events replayed, then RESUMED; an unknown session gets INVALID_SESSION), member chunk requests,
+  and voice state updates (op 4): a bot joining a voice channel gets VOICE_STATE_UPDATE and
+  VOICE_SERVER_UPDATE pointing at :attr:`FakeDiscord.voice`, a
+  :class:`tests.fake_discord_voice.FakeVoiceServer` (voice gateway, UDP, DAVE).
+
+Humans join and leave voice channels with :meth:`FakeDiscord.join_voice` and
+:meth:`FakeDiscord.leave_voice`; every bot sees their VOICE_STATE_UPDATE (bots are in every
+guild, and get voice states whatever their intents).
 
 Point disnake at it with ``disnake.http.Route.BASE = fake.base_url`` (a class attribute shared
 by every client, webhooks and interaction responses included); the gateway URL then comes from
@@ -41,6 +48,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tests.fake_discord_voice import FakeVoiceServer
+
 __all__ = ["BotAccount", "FakeDiscord", "GatewayMessage", "RecordedRequest"]
 
 _log = logging.getLogger(__name__)
@@ -61,6 +70,7 @@ class Op(enum.IntEnum):
     DISPATCH = 0
     HEARTBEAT = 1
     IDENTIFY = 2
+    VOICE_STATE_UPDATE = 4
     RESUME = 6
     REQUEST_MEMBERS = 8
     INVALID_SESSION = 9
@@ -70,6 +80,10 @@ class Op(enum.IntEnum):
 
 AUTHENTICATION_FAILED = 4004
 """Gateway close code for a token the fake does not know."""
+
+VOICE_DISCONNECTED = 4014
+"""Voice close code: kicked or moved out of the channel."""
+VOICE_BITRATE = 64_000
 
 # interaction callback types that produce the original response message
 CHANNEL_MESSAGE_WITH_SOURCE, DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 4, 5
@@ -177,6 +191,7 @@ class _Channel:
     """For a DM: the user on the other side."""
     bot_id: int | None = None
     """For a DM: the bot's user id."""
+    voice: bool = False
 
 
 @dataclass
@@ -244,7 +259,8 @@ class FakeDiscord:
     """A Discord-compatible REST + gateway server on 127.0.0.1 (hypercorn trio worker +
     starlette). Every bot is a member of every guild."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, dave_version: int = 1) -> None:
+        """``dave_version`` 0 turns DAVE (end-to-end encrypted voice) off."""
         self.requests: list[RecordedRequest] = []
         """Every REST request, in order."""
         self.gateway_messages: list[GatewayMessage] = []
@@ -259,8 +275,13 @@ class FakeDiscord:
         self._ids = itertools.count(1)
         self._writes: dict[int, list[float]] = {}
         """``time.perf_counter()`` of each message's creation and of every edit, by id."""
+        self._voice_states: dict[tuple[int, int], Json] = {}
+        """By (guild id, user id): every user in a voice channel."""
         self._changed = trio.Event()
         self._url: str | None = None
+        self._nursery: trio.Nursery | None = None
+        self.voice = FakeVoiceServer(dave_version=dave_version)
+        """The voice servers: voice gateway, UDP, DAVE, and what the bots said."""
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -286,11 +307,25 @@ class FakeDiscord:
         self._users[user_id] = bot.user
         return bot
 
-    def add_guild(self, guild_id: int, name: str, channel_ids: list[int]) -> None:
-        """A guild with these text channels; every bot is a member."""
+    def add_guild(
+        self,
+        guild_id: int,
+        name: str,
+        channel_ids: list[int],
+        *,
+        voice_channel_ids: Iterable[int] = (),
+    ) -> None:
+        """A guild with these text (and voice) channels; every bot is a member."""
         self._guilds[guild_id] = _Guild(guild_id, name, list(channel_ids))
         for position, channel_id in enumerate(channel_ids):
             self._channels[channel_id] = _Channel(channel_id, guild_id, f"channel-{position}")
+        for position, channel_id in enumerate(voice_channel_ids):
+            self.add_voice_channel(guild_id, channel_id, f"voice-{position}")
+
+    def add_voice_channel(self, guild_id: int, channel_id: int, name: str) -> None:
+        """A voice channel in the guild (before the bots connect: it shows in GUILD_CREATE)."""
+        self._guilds[guild_id].channel_ids.append(channel_id)
+        self._channels[channel_id] = _Channel(channel_id, guild_id, name, voice=True)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -322,6 +357,8 @@ class FakeDiscord:
         # Starlette and hypercorn spell the ASGI types differently
         serving = functools.partial(hypercorn_serve, cast(ASGIFramework, app), config, mode="asgi")
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.voice.serve)
             (bound,) = await nursery.start(serving)
             self._url = bound.removeprefix("http://")
             task_status.started()
@@ -496,6 +533,143 @@ class FakeDiscord:
             account.session_id = None
         self._notify()
 
+    # -- voice -----------------------------------------------------------------------------
+
+    def bot_voice_channel(self, bot: BotAccount | str) -> int | None:
+        """The voice channel the bot is in, as far as the main gateway knows (its last op 4)."""
+        user_id = self._bot(bot).user_id
+        for (_, member), state in self._voice_states.items():
+            if member == user_id:
+                return int(state["channel_id"])
+        return None
+
+    async def join_voice(self, user_id: int, channel_id: int, name: str | None = None) -> None:
+        """A human joins a voice channel (leaving any other): every bot gets its
+        VOICE_STATE_UPDATE, and bots connected to that channel hear of it on the voice gateway
+        and take it into the DAVE group; returns once that group change is done."""
+        channel = self._channels[channel_id]
+        if not channel.voice or channel.guild_id is None:
+            raise ValueError(f"channel {channel_id} is not a voice channel")
+        if self._voice_channel_of(user_id) is not None:
+            await self.leave_voice(user_id)
+        self._users.setdefault(user_id, _user(user_id, name or f"user{user_id}"))
+        self._set_voice_state(channel.guild_id, user_id, channel_id, secrets.token_hex(16))
+        await self.voice.human_joined(channel.guild_id, channel_id, user_id)
+
+    async def leave_voice(self, user_id: int) -> None:
+        """The human leaves its voice channel (op 13 and a DAVE Remove for the bots there)."""
+        where = self._voice_channel_of(user_id)
+        if where is None:
+            raise ValueError(f"user {user_id} is in no voice channel")
+        self._set_voice_state(where[0], user_id, None, "")
+        await self.voice.human_left(user_id)
+
+    def voice_server_moved(self, bot: BotAccount | str) -> None:
+        """A new VOICE_SERVER_UPDATE (new token) while the bot is in voice: disnake leaves the
+        channel and joins again."""
+        account = self._bot(bot)
+        channel_id = self.bot_voice_channel(account)
+        if channel_id is None:
+            raise RuntimeError(f"bot {account.name} is not in a voice channel")
+        self._voice_server_update(account, channel_id)
+
+    async def kick_from_voice(self, bot: BotAccount | str) -> None:
+        """Disconnect the bot from voice as a moderator would: its voice websocket closes with
+        4014, then its voice state goes to no channel."""
+        account = self._bot(bot)
+        channel_id = self.bot_voice_channel(account)
+        if channel_id is None:
+            raise RuntimeError(f"bot {account.name} is not in a voice channel")
+        if self.voice.connected(account):
+            await self.voice.close(account, VOICE_DISCONNECTED)
+        self._set_voice_state(self._channels[channel_id].guild_id or 0, account.user_id, None, "")
+        await self.voice.bot_left(account.user_id)
+
+    async def move_bot(self, bot: BotAccount | str, channel_id: int) -> None:
+        """Move the bot to another voice channel of the guild as a moderator would: 4014, then
+        VOICE_STATE_UPDATE (the new channel) and VOICE_SERVER_UPDATE."""
+        account = self._bot(bot)
+        if self.bot_voice_channel(account) is None:
+            raise RuntimeError(f"bot {account.name} is not in a voice channel")
+        if self.voice.connected(account):
+            await self.voice.close(account, VOICE_DISCONNECTED)
+        guild_id = self._channels[channel_id].guild_id or 0
+        self._set_voice_state(guild_id, account.user_id, channel_id, account.session_id or "")
+        self._voice_server_update(account, channel_id)
+
+    def _voice_channel_of(self, user_id: int) -> tuple[int, int] | None:
+        """(guild id, channel id) of the voice channel the user is in."""
+        for (guild_id, member), state in self._voice_states.items():
+            if member == user_id:
+                return guild_id, int(state["channel_id"])
+        return None
+
+    def _on_voice_state_update(self, bot: BotAccount, d: Json) -> None:
+        """Op 4 from a bot: join, move or leave (``channel_id`` null) a voice channel.
+        disnake sends the ids as ints; Discord's own clients send strings."""
+        guild_id = int(d["guild_id"])
+        channel_id = None if d.get("channel_id") is None else int(d["channel_id"])
+        channel = self._channels.get(channel_id or 0)
+        if guild_id not in self._guilds or (
+            channel_id is not None and (channel is None or not channel.voice)
+        ):
+            _log.warning("fake_discord: op 4 for an unknown guild or voice channel: %s", d)
+            return
+        flags = {"self_mute": bool(d.get("self_mute")), "self_deaf": bool(d.get("self_deaf"))}
+        self._set_voice_state(guild_id, bot.user_id, channel_id, bot.session_id or "", **flags)
+        if channel_id is None:
+            assert self._nursery is not None
+            self._nursery.start_soon(self.voice.bot_left, bot.user_id)
+        else:
+            self._voice_server_update(bot, channel_id)
+
+    def _voice_server_update(self, bot: BotAccount, channel_id: int) -> None:
+        guild_id = self._channels[channel_id].guild_id or 0
+        token = secrets.token_hex(16)
+        self.voice.grant(
+            token,
+            user_id=bot.user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            session_id=bot.session_id or "",
+        )
+        # host:port without a scheme, like Discord's; disnake connects to wss://{endpoint}/?v=8
+        server = {"token": token, "guild_id": str(guild_id), "endpoint": self.voice.endpoint}
+        self._dispatch(bot, "VOICE_SERVER_UPDATE", server)
+
+    def _set_voice_state(
+        self,
+        guild_id: int,
+        user_id: int,
+        channel_id: int | None,
+        session_id: str,
+        *,
+        self_mute: bool = False,
+        self_deaf: bool = False,
+    ) -> None:
+        """Record a user's voice state and dispatch VOICE_STATE_UPDATE to every bot."""
+        state: Json = {
+            "guild_id": str(guild_id),
+            "channel_id": None if channel_id is None else str(channel_id),
+            "user_id": str(user_id),
+            "member": _member(self._user_by_id(user_id)),
+            "session_id": session_id,
+            "deaf": False,
+            "mute": False,
+            "self_deaf": self_deaf,
+            "self_mute": self_mute,
+            "self_video": False,
+            "suppress": False,
+            "request_to_speak_timestamp": None,
+        }
+        if channel_id is None:
+            self._voice_states.pop((guild_id, user_id), None)
+        else:
+            self._voice_states[(guild_id, user_id)] = state
+        for bot in self._bots.values():
+            self._dispatch(bot, "VOICE_STATE_UPDATE", state)
+        self._notify()
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _bot(self, bot: BotAccount | str) -> BotAccount:
@@ -551,7 +725,7 @@ class FakeDiscord:
         if channel.guild_id is None:
             recipient = self._user_by_id(channel.recipient_id or 0)
             return {"id": str(channel.id), "type": 1, "recipients": [recipient], "flags": 0}
-        return {
+        payload: Json = {
             "id": str(channel.id),
             "type": 0,
             "guild_id": str(channel.guild_id),
@@ -560,13 +734,22 @@ class FakeDiscord:
             "permission_overwrites": [],
             "nsfw": False,
             "parent_id": None,
-            "topic": None,
             "last_message_id": None,
             "rate_limit_per_user": 0,
             "flags": 0,
         }
+        if channel.voice:
+            return payload | {
+                "type": 2,
+                "bitrate": VOICE_BITRATE,
+                "user_limit": 0,
+                "rtc_region": None,
+            }
+        return payload | {"topic": None}
 
     def _guild_payload(self, guild: _Guild, bot: BotAccount) -> Json:
+        voice_states = [s for (g, _), s in self._voice_states.items() if g == guild.id]
+        in_voice = [s["member"] for s in voice_states if s["user_id"] != str(bot.user_id)]
         return {
             "id": str(guild.id),
             "name": guild.name,
@@ -574,7 +757,7 @@ class FakeDiscord:
             "owner_id": str(OWNER_ID),
             "unavailable": False,
             "large": False,
-            "member_count": 2,  # the owner and the bot
+            "member_count": 2 + len(in_voice),  # the owner, the bot, the humans in voice
             "joined_at": _now(),
             "features": [],
             "preferred_locale": "en-US",
@@ -595,11 +778,11 @@ class FakeDiscord:
                     "flags": 0,
                 }
             ],
-            "members": [_member(bot.user)],
+            "members": [_member(bot.user), *in_voice],
             "channels": [self._channel_payload(self._channels[c]) for c in guild.channel_ids],
             "threads": [],
             "presences": [],
-            "voice_states": [],
+            "voice_states": voice_states,
             "emojis": [],
             "stickers": [],
         }
@@ -678,6 +861,8 @@ class FakeDiscord:
             self._identify(connection, d)
         elif op == Op.RESUME:
             self._resume(connection, d)
+        elif op == Op.VOICE_STATE_UPDATE and connection.bot is not None:
+            self._on_voice_state_update(connection.bot, d)
         elif op == Op.REQUEST_MEMBERS and connection.bot is not None:
             bot = connection.bot
             chunk = {
