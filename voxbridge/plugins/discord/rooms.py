@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import disnake
 import numpy as np
 import trio
@@ -219,7 +220,11 @@ class Room:
                 stream.close()
             ctx.note(None)
             with ctx.cleanup_scope():
-                await run_on_loop(lambda: connection.disconnect(force=True))
+                try:
+                    await run_on_loop(lambda: connection.disconnect(force=True))
+                except (aiohttp.ClientError, disnake.DiscordException, OSError) as exc:
+                    # Leaving a connection that is broken already: nothing more to do.
+                    ctx.log.debug("voice disconnect: %s", exc)
 
     async def _converse(self, connection: VoiceConnection, session: VoiceSession) -> None:
         # People are heard from the start, but the agent speaks (a greeting, say) only once the

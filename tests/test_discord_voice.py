@@ -1,0 +1,195 @@
+"""Discord voice end to end: the real runtime and disnake's real voice client against a
+Discord-compatible voice server on 127.0.0.1 (voice gateway v8 over TLS, UDP, DAVE with davey
+humans), an OpenAI-compatible LLM and speech server. People speak espeak-ng speech into the
+channel; the agent's answers come back as Opus, end-to-end encrypted, decoded by the fake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+
+from tests.fake_brains import FakeLLM, Plan, start_fake
+from tests.fake_discord import FakeDiscord
+from tests.fake_speech import FakeOpenAIAudio
+from tests.runtime_helpers import options, wait_state, write
+from tests.speech_samples import say
+from voxbridge import testing
+from voxbridge.runtime.fleet import Runtime
+from voxbridge.runtime.run import serve
+from voxbridge.runtime.state import ActorState
+from voxbridge.secrets.crypto import seal
+from voxbridge.secrets.keys import generate_key_pair
+from voxbridge.voice.audio import read_wav
+
+GUILD, GENERAL, VOICE = 880000000000000001, 880000000000000002, 880000000000000010
+BOT = 101
+ANN, BOB = 7001, 7002
+
+
+class Rig:
+    """The fakes, keys, and a runtime with agent "a" whose bot sits in voice channel VOICE."""
+
+    def __init__(self, tmp_path: Path, *, dave_version: int = 1, **speech: Any) -> None:
+        self.tmp = tmp_path
+        self.dave = dave_version > 0
+        self.discord = FakeDiscord(dave_version=dave_version)
+        self.discord.add_guild(GUILD, "Guild", [GENERAL], voice_channel_ids=[VOICE])
+        self.discord.add_bot("tok-a", user_id=BOT, name="BotA")
+        self.llm = FakeLLM(Plan([{"reply": "Hello to you."}]))
+        self.speech = FakeOpenAIAudio(**speech)
+        self.public = generate_key_pair(tmp_path / "keys", "k")
+        self.rt: Runtime | None = None
+
+    async def start(self, nursery: trio.Nursery, *, barge_in: bool = True) -> Runtime:
+        await nursery.start(self.discord.serve)
+        await start_fake(nursery, self.llm)
+        await start_fake(nursery, self.speech)  # type: ignore[arg-type]
+        token = seal("tok-a", self.public.key, "plugins.discord.bot_token")
+        audio = f"base_url: '{self.speech.base_url}/v1', timeout: 5s"
+        write(
+            self.tmp,
+            "a.yaml",
+            f"name: A\nllm: {{base_url: '{self.llm.base_url}/v1', model: m, timeout: 5s}}\n"
+            f"voice:\n  stt: {{provider: openai, model: whisper, {audio}}}\n"
+            f"  tts: {{provider: openai, model: kokoro, {audio}}}\n"
+            f"  vad: {{end_of_turn: 400ms}}\n  barge_in: {str(barge_in).lower()}\n"
+            f"plugins:\n  discord:\n    bot_token: {token}\n"
+            f"    voice: {{channels: ['{VOICE}']}}\n",
+        )
+        opts = options(
+            self.tmp,
+            discord_api_base=self.discord.base_url,
+            discord_ca_file=Path(self.discord.voice.ca_file),
+        )
+        self.rt = await nursery.start(
+            lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+        )
+        await wait_state(self.rt, ("a", "discord"), ActorState.RUNNING)
+        return self.rt
+
+    async def in_call(self, *people: int) -> None:
+        """``people`` join the voice channel; the bot follows them in and the call's DAVE group
+        settles."""
+        for user_id in people:
+            await self.discord.join_voice(user_id, VOICE, name={ANN: "Ann", BOB: "Bob"}[user_id])
+        await self.discord.wait_until(lambda: self.discord.bot_voice_channel("tok-a") == VOICE)
+        if self.dave:
+            await self.discord.voice.wait_for_dave(BOT, limit_s=15)
+        else:
+            await self.discord.voice.wait_until(lambda: self.discord.voice.connected(BOT))
+
+    def asked(self) -> list[str]:
+        """What each LLM request's last (user) message said."""
+        return [r["messages"][-1]["content"] for r in self.llm.requests]
+
+
+def _loudness(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, np.int16).astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+
+
+async def test_two_people_take_turns_and_each_answer_is_attributed_and_audible(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(
+        tmp_path,
+        stt=Plan([{"text": "what time is it"}, {"text": "and the weather"}]),
+        tts=Plan([{"seconds": 1.0}]),
+    )
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.in_call(ANN, BOB)
+        voice = rig.discord.voice
+        for n, (who, question) in enumerate(
+            [(ANN, "what time is it"), (BOB, "and the weather")], start=1
+        ):
+            mark = voice.mark()
+            await voice.speak(who, say(question))
+            await rig.llm.wait_requests(n, limit_s=20)
+            await voice.wait_for_audio(BOT, 0.8, limit_s=20, since=mark)
+            answer = voice.received_pcm(BOT, since=mark)
+            assert _loudness(answer) > 1000  # the tone the fake TTS made, through Opus
+            assert voice.bot_frames_are_e2ee(BOT, since=mark)
+        assert rig.asked() == ["Ann: what time is it", "Bob: and the weather"]
+        # The second question carries the first exchange: the history says who said what.
+        second = [m["content"] for m in rig.llm.requests[1]["messages"]]
+        assert "Ann: what time is it" in second and "Hello to you." in second
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_person_speaking_over_the_answer_stops_it(tmp_path: Path) -> None:
+    rig = Rig(
+        tmp_path,
+        stt=Plan([{"text": "tell me a long story"}, {"text": "stop"}]),
+        tts=Plan([{"seconds": 8.0}, {"seconds": 0.5}]),
+    )
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.in_call(ANN, BOB)
+        voice = rig.discord.voice
+        mark = voice.mark()
+        await voice.speak(ANN, say("tell me a long story"))
+        await voice.wait_for_audio(BOT, 1.0, limit_s=20, since=mark)
+        interrupted = voice.mark()
+        await voice.speak(BOB, say("stop"))
+        await rig.llm.wait_requests(2, limit_s=20)
+        # The long answer stopped: far less than its 8 s reached the channel before the second.
+        long_answer = [p for p in voice.received(BOT, since=mark) if p.at < interrupted + 2]
+        assert len(long_answer) * 0.02 < 5.0
+        assert rig.asked()[1] == "Bob: stop"
+        assert any(m["content"].endswith("…") for m in rig.llm.requests[1]["messages"])
+        nursery.cancel_scope.cancel()
+
+
+async def test_speech_with_loss_and_reordering_is_still_heard(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, stt=Plan([{"text": "can you hear me"}]), tts=Plan([{"seconds": 0.5}]))
+    async with trio.open_nursery() as nursery:
+        rt = await rig.start(nursery)
+        await rig.in_call(ANN)
+        question = say("can you hear me now, over this bad line")
+        await rig.discord.voice.speak(ANN, question, loss=0.05, reorder=0.05, seed=7)
+        await rig.speech.wait_requests(1, limit_s=20)
+        heard = read_wav(rig.speech.uploads[0]["audio"])
+        # The utterance reached the STT whole: lost packets were filled, not cut out.
+        spoken = len(question) / 2 / 16_000
+        assert len(heard.pcm) / 2 / heard.rate == pytest.approx(spoken, rel=0.35)
+        counters = rt.table.counters(("a", "discord"))
+        assert counters.get("voice_rx_recovered", 0) > 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_without_dave_the_transport_layer_alone_carries_the_call(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, dave_version=0, stt=Plan([{"text": "hello"}]), tts=Plan([{"seconds": 0.6}]))
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.in_call(ANN)
+        voice = rig.discord.voice
+        mark = voice.mark()
+        await voice.speak(ANN, say("hello there"))
+        await voice.wait_for_audio(BOT, 0.5, limit_s=20, since=mark)
+        assert _loudness(voice.received_pcm(BOT, since=mark)) > 1000
+        assert not voice.bot_frames_are_e2ee(BOT, since=mark)
+        assert rig.asked() == ["Ann: hello"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_bot_leaves_when_only_bots_remain_and_respects_a_kick(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    async with trio.open_nursery() as nursery:
+        rt = await rig.start(nursery)
+        await rig.in_call(ANN)
+        await rig.discord.leave_voice(ANN)
+        await rig.discord.wait_until(lambda: rig.discord.bot_voice_channel("tok-a") is None)
+
+        await rig.in_call(ANN)  # back in with her
+        await rig.discord.kick_from_voice("tok-a")
+        await rig.discord.wait_until(lambda: rig.discord.bot_voice_channel("tok-a") is None)
+        await trio.sleep(1.5)  # a moment to (wrongly) rejoin
+        assert rig.discord.bot_voice_channel("tok-a") is None
+        # The text side never stopped.
+        assert rt.table.get(("a", "discord")).state == ActorState.RUNNING  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
