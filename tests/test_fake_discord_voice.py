@@ -215,6 +215,9 @@ async def test_join_dave_and_e2ee_audio(fake: FakeDiscord, bot: BotAccount) -> N
 
         assert fake.bot_voice_channel(bot) == VOICE
         assert fake.voice.epoch(VOICE) == 1
+        # the human came in GUILD_CREATE's voice_states, the bot by its own VOICE_STATE_UPDATE
+        in_voice = await b.call(lambda: sorted(vc.channel.voice_states))
+        assert in_voice == sorted([HUMAN, bot.user_id])
         assert fake.voice.dave_members(VOICE) == {bot.user_id, HUMAN}
         human = fake.voice.human_dave(HUMAN)
         assert human is not None
@@ -252,6 +255,9 @@ async def test_dave_off(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) 
         assert all(m.op < VoiceOp.DAVE_PREPARE_TRANSITION for m in fake.voice.sent_ops(bot))
         await assert_bot_audio(fake, bot, b, e2ee=False)
         assert fake.voice.epoch(VOICE) == 0
+        await run_on_loop(b.voice.disconnect)
+        await fake.wait_until(lambda: fake.bot_voice_channel(bot) is None)
+        await fake.voice.wait_until(lambda: not fake.voice.connected(bot))
 
 
 def drain(sock: Any) -> list[bytes]:
@@ -379,6 +385,9 @@ async def test_humans_join_and_leave_mid_call(fake: FakeDiscord, bot: BotAccount
         ):
             await change()
             assert fake.voice.epoch(VOICE) == step
+            # every human's VOICE_STATE_UPDATE reached the bot
+            present = sorted(members)
+            await b.until(lambda present=present: sorted(vc.channel.voice_states) == present)
             assert fake.voice.dave_members(VOICE) == members
             # the bot switches its sender key on op 22; a human added by this change cannot
             # decrypt frames of the epoch before (nor could one on Discord)
