@@ -488,11 +488,18 @@ class _Call:
     def members(self) -> set[int]:
         return {u for u in self.leaves if u is not None}
 
-    def listener(self, sender: int) -> _Human | None:
-        """A human in the group other than ``sender``: who decrypts what ``sender`` says."""
+    def decrypt(self, sender: int, frame: bytes) -> bytes | None:
+        """``sender``'s DAVE frame decrypted by the first human of the group who can (a human
+        added by the last change has no key for frames of the epoch before); None if none."""
         for human in self.humans.values():
-            if human.user_id != sender and human.dave is not None and human.dave.ready:
-                return human
+            if human.user_id == sender or human.dave is None or not human.dave.ready:
+                continue
+            try:
+                return human.dave.decrypt(sender, davey.MediaType.audio, frame)
+            except ValueError as exc:
+                _log.debug(
+                    "fake voice: %s cannot decrypt %s's frame: %s", human.user_id, sender, exc
+                )
         return None
 
 
@@ -1178,15 +1185,7 @@ class FakeVoiceServer:
         e2ee = _is_dave_frame(packet.payload)
         if e2ee:
             # decrypted as a member of the group would: by a human in the channel
-            listener = self._calls[session.grant.channel_id].listener(session.bot.user_id)
-            dave = listener.dave if listener else None
-            try:
-                opus = (
-                    dave.decrypt(session.bot.user_id, davey.MediaType.audio, opus) if dave else None
-                )
-            except ValueError as exc:
-                _log.debug("fake voice: cannot decrypt the bot's frame: %s", exc)
-                opus = None
+            opus = self._calls[session.grant.channel_id].decrypt(session.bot.user_id, opus)
         pcm = b""
         if opus is not None:
             load_opus()

@@ -194,18 +194,30 @@ async def assert_bot_audio(fake: FakeDiscord, account: BotAccount, b: Bot, *, e2
     assert {p.ssrc for p in packets} == {fake.voice.ssrc(account.user_id)}
 
 
+async def settled(fake: FakeDiscord, account: BotAccount, b: Bot, limit_s: float = 10) -> None:
+    """DAVE is up on both sides: the fake sent the last op 22, and the bot executed it (from
+    then on it encrypts with the new epoch's key; disnake forgets nothing it prepared, so a
+    connection lost between op 23 and op 22 would leave a transition pending for good)."""
+    vc = b.voice
+    await fake.voice.wait_for_dave(account, limit_s)
+    await b.until(lambda: vc.is_connected() and vc.dave.can_encrypt(), limit_s)
+    await b.until(lambda: not vc.dave._prepared_transitions, limit_s)
+
+
 async def test_join_dave_and_e2ee_audio(fake: FakeDiscord, bot: BotAccount) -> None:
     await fake.join_voice(HUMAN, VOICE)
     async with running_bot(fake, bot) as b:
         started = time.monotonic()
         vc = await b.connect()
-        await fake.voice.wait_for_dave(bot)
-        await b.until(vc.dave.can_encrypt)
+        await settled(fake, bot, b)
         joined_s = time.monotonic() - started
         assert joined_s < 5
 
         assert fake.bot_voice_channel(bot) == VOICE
         assert fake.voice.epoch(VOICE) == 1
+        # the human came in GUILD_CREATE's voice_states, the bot by its own VOICE_STATE_UPDATE
+        in_voice = await b.call(lambda: sorted(vc.channel.voice_states))
+        assert in_voice == sorted([HUMAN, bot.user_id])
         assert fake.voice.dave_members(VOICE) == {bot.user_id, HUMAN}
         human = fake.voice.human_dave(HUMAN)
         assert human is not None
@@ -243,6 +255,9 @@ async def test_dave_off(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) 
         assert all(m.op < VoiceOp.DAVE_PREPARE_TRANSITION for m in fake.voice.sent_ops(bot))
         await assert_bot_audio(fake, bot, b, e2ee=False)
         assert fake.voice.epoch(VOICE) == 0
+        await run_on_loop(b.voice.disconnect)
+        await fake.wait_until(lambda: fake.bot_voice_channel(bot) is None)
+        await fake.voice.wait_until(lambda: not fake.voice.connected(bot))
 
 
 def drain(sock: Any) -> list[bytes]:
@@ -288,7 +303,7 @@ async def test_speech_reaches_the_bot_and_decrypts(
     await fake.join_voice(HUMAN2, VOICE)
     async with running_bot(fake, bot) as b:
         vc = await b.connect(cls=cls)
-        await fake.voice.wait_for_dave(bot)
+        await settled(fake, bot, b)
         assert fake.voice.session_key(bot) == (mode, bytes(vc.secret_key))
         ssrc = fake.voice.ssrc(HUMAN)
         assert {"user_id": str(HUMAN), "ssrc": ssrc, "speaking": 1} in [
@@ -342,8 +357,7 @@ async def test_humans_join_and_leave_mid_call(fake: FakeDiscord, bot: BotAccount
     await fake.join_voice(HUMAN, VOICE)
     async with running_bot(fake, bot) as b:
         vc = await b.connect()
-        await fake.voice.wait_for_dave(bot)
-        await b.until(vc.dave.can_encrypt)
+        await settled(fake, bot, b)
 
         async def bot_hears(user_id: int) -> None:
             """The bot can decrypt the human's speech with its own libdave session."""
@@ -371,9 +385,13 @@ async def test_humans_join_and_leave_mid_call(fake: FakeDiscord, bot: BotAccount
         ):
             await change()
             assert fake.voice.epoch(VOICE) == step
+            # every human's VOICE_STATE_UPDATE reached the bot
+            present = sorted(members)
+            await b.until(lambda present=present: sorted(vc.channel.voice_states) == present)
             assert fake.voice.dave_members(VOICE) == members
-            # the bot switches its sender key when told to execute the transition
-            await b.until(lambda: vc.dave._session.get_last_epoch_authenticator() is not None)
+            # the bot switches its sender key on op 22; a human added by this change cannot
+            # decrypt frames of the epoch before (nor could one on Discord)
+            await b.until(lambda: not vc.dave._prepared_transitions)
             if len(members) > 1:
                 await assert_bot_audio(fake, bot, b, e2ee=True)
                 for human in members - {bot.user_id}:
@@ -387,7 +405,7 @@ async def test_voice_gateway_resumes_after_4015(fake: FakeDiscord, bot: BotAccou
     await fake.join_voice(HUMAN, VOICE)
     async with running_bot(fake, bot) as b:
         vc = await b.connect()
-        await fake.voice.wait_for_dave(bot)
+        await settled(fake, bot, b)
         ssrc = fake.voice.ssrc(bot.user_id)
         await fake.voice.close(bot, 4015)
         # announced while the bot is away: buffered, then replayed after RESUMED
@@ -406,7 +424,7 @@ async def test_voice_gateway_resumes_after_4015(fake: FakeDiscord, bot: BotAccou
         assert joined.d == {"user_ids": [str(HUMAN2)]}
         assert joined.seq is not None and joined.seq > resume["seq_ack"]
         assert fake.voice.ssrc(bot.user_id) == ssrc
-        await b.until(lambda: vc.dave._session.get_last_epoch_authenticator() is not None)
+        await b.until(lambda: not vc.dave._prepared_transitions)
         await assert_bot_audio(fake, bot, b, e2ee=True)
 
 
@@ -475,3 +493,68 @@ def test_safe_decoder_survives_mono_silence() -> None:
 
 def test_voice_server_needs_no_discord() -> None:
     assert FakeVoiceServer().dave_version == 1
+
+
+async def reconnected(fake: FakeDiscord, account: BotAccount, b: Bot, identifies: int) -> None:
+    """The bot identified ``identifies`` times in all, is in DAVE again, and is heard."""
+
+    def identified() -> bool:
+        ops = fake.voice.ops(account)
+        return [m.op for m in ops].count(VoiceOp.IDENTIFY) == identifies
+
+    await fake.voice.wait_until(identified, limit_s=15)
+    await settled(fake, account, b, limit_s=15)
+    await assert_bot_audio(fake, account, b, e2ee=True)
+
+
+async def test_voice_server_moved_rejoins(fake: FakeDiscord, bot: BotAccount) -> None:
+    await fake.join_voice(HUMAN, VOICE)
+    async with running_bot(fake, bot) as b:
+        await b.connect()
+        await settled(fake, bot, b)
+        ssrc = fake.voice.ssrc(bot.user_id)
+        fake.voice_server_moved(bot)
+        # disnake leaves (op 4 null) and joins again: a new session, a new DAVE group
+        await reconnected(fake, bot, b, identifies=2)
+        assert fake.voice.ssrc(bot.user_id) != ssrc
+        assert fake.bot_voice_channel(bot) == VOICE
+        assert fake.voice.epoch(VOICE) == 1
+
+
+async def test_close_4006_reconnects(fake: FakeDiscord, bot: BotAccount) -> None:
+    await fake.join_voice(HUMAN, VOICE)
+    async with running_bot(fake, bot) as b:
+        await b.connect()
+        await settled(fake, bot, b)
+        await fake.voice.close(bot, 4006)
+        await reconnected(fake, bot, b, identifies=2)
+        assert [m.op for m in fake.voice.ops(bot)].count(VoiceOp.RESUME) == 0
+
+
+async def test_move_bot_to_another_channel(fake: FakeDiscord, bot: BotAccount) -> None:
+    await fake.join_voice(HUMAN, VOICE)
+    await fake.join_voice(HUMAN2, OTHER_VOICE)
+    async with running_bot(fake, bot) as b:
+        await b.connect()
+        await settled(fake, bot, b)
+        await fake.move_bot(bot, OTHER_VOICE)
+        await reconnected(fake, bot, b, identifies=2)
+        assert fake.bot_voice_channel(bot) == OTHER_VOICE
+        assert await b.call(lambda: b.voice.channel.id) == OTHER_VOICE
+        assert fake.voice.dave_members(OTHER_VOICE) == {bot.user_id, HUMAN2}
+        assert fake.voice.dave_members(VOICE) == set()
+
+
+async def test_mute_udp(fake: FakeDiscord, bot: BotAccount) -> None:
+    await fake.join_voice(HUMAN, VOICE)
+    async with running_bot(fake, bot) as b:
+        await b.connect()
+        await settled(fake, bot, b)
+
+        async def speak() -> None:
+            await fake.voice.speak(HUMAN, tone16k(0.1, 400))
+
+        fake.voice.mute_udp(bot)
+        assert await heard_by_bot(b, speak) == []
+        fake.voice.mute_udp(bot, False)
+        assert len(await heard_by_bot(b, speak)) == 10
