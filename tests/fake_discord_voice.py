@@ -1168,8 +1168,16 @@ class FakeVoiceServer:
                     struct.pack(">HHI", 2, 70, ssrc) + host + struct.pack(">H", addr[1]), addr
                 )
             return
+        if len(data) == 8:
+            # A client's UDP keepalive (a counter): Discord echoes it, which is how a client
+            # tells a live UDP path from a dead one while nobody speaks.
+            if not any(
+                b.udp_muted for b in self._bots.values() if b.session and b.session.addr == addr
+            ):
+                await sock.sendto(data, addr)
+            return
         if len(data) < 12 + 16 + 4 or 200 <= data[1] <= 204:
-            return  # keepalives, RTCP
+            return  # RTCP, and anything else too short for voice
         session = self._session_by_ssrc(struct.unpack_from(">I", data, 8)[0])
         if session is None or session.rx is None:
             return

@@ -18,6 +18,7 @@ from tests.fake_speech import FakeOpenAIAudio
 from tests.runtime_helpers import options, wait_state, write
 from tests.speech_samples import say
 from voxbridge import testing
+from voxbridge.plugins.discord import connection, rooms
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
@@ -25,7 +26,8 @@ from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair
 from voxbridge.voice.audio import read_wav
 
-GUILD, GENERAL, VOICE = 880000000000000001, 880000000000000002, 880000000000000010
+GUILD, GENERAL = 880000000000000001, 880000000000000002
+VOICE, OTHER = 880000000000000010, 880000000000000011
 BOT = 101
 ANN, BOB = 7001, 7002
 
@@ -37,7 +39,7 @@ class Rig:
         self.tmp = tmp_path
         self.dave = dave_version > 0
         self.discord = FakeDiscord(dave_version=dave_version)
-        self.discord.add_guild(GUILD, "Guild", [GENERAL], voice_channel_ids=[VOICE])
+        self.discord.add_guild(GUILD, "Guild", [GENERAL], voice_channel_ids=[VOICE, OTHER])
         self.discord.add_bot("tok-a", user_id=BOT, name="BotA")
         self.llm = FakeLLM(Plan([{"reply": "Hello to you."}]))
         self.speech = FakeOpenAIAudio(**speech)
@@ -192,4 +194,75 @@ async def test_the_bot_leaves_when_only_bots_remain_and_respects_a_kick(tmp_path
         assert rig.discord.bot_voice_channel("tok-a") is None
         # The text side never stopped.
         assert rt.table.get(("a", "discord")).state == ActorState.RUNNING  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def _answered(rig: Rig, who: int, asked: int) -> None:
+    """``who`` asks; the LLM gets question number ``asked`` and the answer is heard."""
+    voice = rig.discord.voice
+    mark = voice.mark()
+    await voice.speak(who, say("are you still there"))
+    await rig.llm.wait_requests(asked, limit_s=20)
+    await voice.wait_for_audio(BOT, 0.3, limit_s=20, since=mark)
+
+
+@pytest.mark.parametrize("fault", ["4015 resumed", "4006 session invalid", "server moved"])
+async def test_voice_server_faults_are_recovered_and_text_goes_on(
+    tmp_path: Path, fault: str
+) -> None:
+    rig = Rig(tmp_path, stt=Plan([{"text": "are you still there"}]), tts=Plan([{"seconds": 0.5}]))
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.in_call(ANN)
+        voice = rig.discord.voice
+        await _answered(rig, ANN, 1)
+        connections = voice.connection_count(BOT)
+        if fault == "server moved":
+            rig.discord.voice_server_moved("tok-a")
+        else:
+            await voice.close(BOT, int(fault.split()[0]))
+        # The text side answers while voice recovers.
+        await rig.discord.send_message("tok-a", content="hi", author_id=ANN, author_name="ann")
+        await rig.llm.wait_requests(2, limit_s=20)
+        await voice.wait_until(lambda: voice.connection_count(BOT) > connections, limit_s=20)
+        await rig.in_call()
+        await _answered(rig, ANN, 3)
+        resumed = [m for m in voice.ops(BOT) if m.op == 7]
+        assert bool(resumed) == (fault == "4015 resumed")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_moderators_move_is_followed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, stt=Plan([{"text": "are you still there"}]), tts=Plan([{"seconds": 0.5}]))
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.in_call(ANN)
+        await rig.discord.join_voice(BOB, OTHER, name="Bob")
+        await rig.discord.move_bot("tok-a", OTHER)
+        await rig.discord.wait_until(lambda: rig.discord.bot_voice_channel("tok-a") == OTHER)
+        await rig.discord.voice.wait_for_dave(BOT, limit_s=15)
+        await _answered(rig, BOB, 1)
+        assert rig.asked() == ["Bob: are you still there"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_udp_path_is_joined_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Discord echoes keepalives, so silence means a dead path; shortened from 30 s and 5 s.
+    monkeypatch.setattr(rooms, "UDP_SILENCE", 1.0)
+    monkeypatch.setattr(connection, "KEEPALIVE_EVERY", 0.2)
+    rig = Rig(tmp_path, stt=Plan([{"text": "are you still there"}]), tts=Plan([{"seconds": 0.5}]))
+    async with trio.open_nursery() as nursery:
+        rt = await rig.start(nursery)
+        await rig.in_call(ANN)
+        voice = rig.discord.voice
+        await trio.sleep(2.0)  # quiet, but the keepalives' echoes show the path is alive
+        assert voice.connection_count(BOT) == 1
+        voice.mute_udp(BOT)
+        await voice.wait_until(lambda: voice.connection_count(BOT) > 1, limit_s=20)
+        voice.mute_udp(BOT, False)
+        await rig.in_call()
+        await _answered(rig, ANN, 1)
+        assert rt.table.counters(("a", "discord"))["voice_errors"] >= 1
         nursery.cancel_scope.cancel()

@@ -206,14 +206,20 @@ class Room:
             )
             ctx.log.info("🔊 joined voice channel %s", channel.name)
             ctx.count("voice_sessions", 1)
+            lost: _Lost | None = None
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._converse, connection, self._session)
-                    await self._watch(connection)
+                    try:
+                        await self._watch(connection)
+                    except _Lost as exc:  # caught here, not wrapped in the nursery's group
+                        lost = exc
                     nursery.cancel_scope.cancel()
             finally:
                 ctx.count("voice_sessions", -1)
+            if lost is not None:
+                raise lost
         finally:
             self._nursery = None
             for stream, _ in self._speakers.values():
@@ -353,7 +359,8 @@ class VoiceRooms:
                         raise _Lost("the bot is not connected")
                     try:
                         await Room(ctx, bot, channel_id).run(token)
-                    except (_Lost, TimeoutError, disnake.DiscordException) as exc:
+                    except Exception as exc:
+                        # Voice trouble of any kind stays in voice: the text side goes on.
                         failures += 1
                         delay = min(60.0, 2.0**failures)
                         ctx.count("voice_errors")
@@ -362,6 +369,9 @@ class VoiceRooms:
                             channel_id,
                             exc or type(exc).__name__,
                             delay,
+                            exc_info=not isinstance(
+                                exc, _Lost | TimeoutError | disnake.DiscordException
+                            ),
                         )
                         await trio.sleep(delay)
                         continue
