@@ -266,3 +266,41 @@ async def test_a_silent_udp_path_is_joined_afresh(
         await _answered(rig, ANN, 1)
         assert rt.table.counters(("a", "discord"))["voice_errors"] >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_voice_join_and_leave_follow_the_caller(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, stt=Plan([{"text": "hello"}]), tts=Plan([{"seconds": 0.5}]))
+    discord = rig.discord
+
+    async def command(subcommand: str) -> str:
+        def callbacks() -> list[Any]:
+            return [r for r in discord.requests if r.path.endswith("/callback")]
+
+        before = len(callbacks())
+        await discord.send_interaction(
+            "tok-a",
+            guild_id=GUILD,
+            channel_id=GENERAL,
+            user_id=BOB,
+            name="voice",
+            subcommand=subcommand,
+        )
+        await discord.wait_until(lambda: len(callbacks()) > before)
+        return str(callbacks()[-1].json["data"]["content"])
+
+    async with trio.open_nursery() as nursery:
+        rt = await rig.start(nursery)
+        await discord.wait_until(lambda: bool(discord._bot("tok-a").commands))
+        assert await command("join") == "Join a voice channel first, then ask again."
+        await discord.join_voice(BOB, OTHER, name="Bob")  # not a listed channel
+        assert await command("join") == f"Joining <#{OTHER}> 🔊"
+        await discord.wait_until(lambda: discord.bot_voice_channel("tok-a") == OTHER)
+        await discord.voice.wait_for_dave(BOT, limit_s=15)
+        await _answered(rig, BOB, 1)
+        # The agent's state says where it is and who is speaking.
+        state = rt.table.get(("a", "discord"))
+        assert state is not None and state.detail is not None
+        assert state.detail.startswith("🔊 in voice channel voice-1")
+        assert await command("leave") == "Leaving the voice channel 👋"
+        await discord.wait_until(lambda: discord.bot_voice_channel("tok-a") is None)
+        nursery.cancel_scope.cancel()
