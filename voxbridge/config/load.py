@@ -170,6 +170,7 @@ class _Checker:
     root: Node
     secrets: frozenset[tuple[str, ...]]
     plugins: Mapping[str, Plugin]
+    text: str = ""
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, path: tuple[str | int, ...], message: str, *, at_key: bool = False) -> None:
@@ -182,6 +183,20 @@ class _Checker:
         problem = Problem(self.file, line, col, _dotted(path), message)
         if problem not in self.problems:  # nested if/then can say one thing twice
             self.problems.append(problem)
+
+    def _quote_hint(self, path: tuple[str | int, ...], schema: Mapping[str, Any]) -> str:
+        """The fix for a word YAML read as something else (YAML 1.1 reads Off, no, yes as
+        booleans, 1.10 as a number): quoting it, shown on the user's own line."""
+        types = schema.get("type")
+        if "string" not in ([types] if isinstance(types, str) else list(types or [])):
+            return ""
+        found = self.root.find(path)
+        if not found or found[0].kind != "scalar" or found[0].style or not self.text:
+            return ""
+        literal = self.text[found[0].start : found[0].end]
+        quoted = '"' + literal.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        key = path[-1] if path and isinstance(path[-1], str) else "-"
+        return f": quote it: {key}{':' if key != '-' else ''} {quoted}"
 
     def schema_error(self, err: ValidationError) -> None:
         path = tuple(err.absolute_path)
@@ -216,6 +231,7 @@ class _Checker:
             msg = f"expected {_expected_types(sch)}, found {_kind(inst)}"
             if not secret and not isinstance(inst, dict | list):
                 msg += f" ({_shown(inst, secret)})"
+                msg += self._quote_hint(path, sch)
         elif v == "anyOf":
             what = str(sch.get("x-expected") or "another kind of value").rstrip(".")
             what = what[0].lower() + what[1:]
@@ -290,7 +306,7 @@ def parse_agent(
         raise ConfigError(problems)
     data = root.to_python()
     schema = agent_schema(plugins)
-    checker = _Checker(file, root, secret_paths(schema), plugins)
+    checker = _Checker(file, root, secret_paths(schema), plugins, text)
     for err in _errors_in_order(validator(plugins).iter_errors(data)):
         checker.schema_error(err)
     _open_secrets(data, root, checker, keyring, allow_plaintext_secrets)
