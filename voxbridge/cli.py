@@ -20,7 +20,7 @@ from .atomicfile import write_atomic
 from .config.duration import parse_duration
 from .config.load import agent_files, load_directory, read_agent_text
 from .config.schema import agent_schema
-from .editor import edit_file
+from .editor import edit_file, report_stale_copies
 from .errors import EX_CONFIG, ConfigError, Problem, UsageError, VoxbridgeError
 from .logs import setup_logging
 from .runtime.shard import Shard
@@ -353,6 +353,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    report_stale_copies()
     agents_dir = _agents_dir(args.agents_dir)
     result = load_directory(agents_dir, load_keyring(args.keys_dir))
     for problem in sorted(result.problems, key=lambda p: (p.file, p.line, p.column)):
