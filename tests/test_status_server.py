@@ -20,6 +20,7 @@ from voxbridge.plugins.api import Context
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
+from voxbridge.runtime.version import blob_id
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair
 
@@ -267,6 +268,7 @@ def test_status_cli_table_json_and_errors(tmp_path: Path) -> None:
                     lines = out.stdout.splitlines()
                     assert lines[0].split() == [
                         "AGENT",
+                        "VERSION",
                         "PLUGIN",
                         "STATE",
                         "RESTARTS",
@@ -274,7 +276,8 @@ def test_status_cli_table_json_and_errors(tmp_path: Path) -> None:
                         "LAST",
                         "ERROR",
                     ]
-                    assert lines[1].split()[:4] == ["⭐", "a", "echo", "running"]
+                    blob = blob_id((tmp_path / "agents.d" / "a.yaml").read_bytes())
+                    assert lines[1].split()[:5] == ["⭐", "a", blob[:8], "echo", "running"]
             nursery.cancel_scope.cancel()
 
     trio.run(main)
@@ -383,5 +386,5 @@ async def test_a_parked_actor_reads_failed_everywhere_and_none_runs_before_servi
                 env=clean_env(),
             )
             row = table.stdout.decode().splitlines()[1].split()
-            assert row[:4] == ["a", "gated", "failed", "0"]
+            assert [row[0], *row[2:5]] == ["a", "gated", "failed", "0"]
         nursery.cancel_scope.cancel()

@@ -38,10 +38,12 @@ __all__ = [
     "AgentIndex",
     "DirectoryLoad",
     "agent_files",
+    "decode_agent_text",
     "is_agent_file",
     "load_agent_file",
     "load_directory",
     "parse_agent",
+    "read_agent_bytes",
     "read_agent_text",
 ]
 
@@ -93,6 +95,16 @@ def read_agent_text(path: Path, display: str | None = None) -> str:
         ConfigError: missing, a broken or looping symlink, not a regular file, over
             MAX_FILE_BYTES, binary (a NUL byte), or not UTF-8.
     """
+    return decode_agent_text(read_agent_bytes(path, display), display or str(path))
+
+
+def read_agent_bytes(path: Path, display: str | None = None) -> bytes:
+    """Read an agent file's bytes without trusting it (what its git blob id is made of).
+
+    Raises:
+        ConfigError: missing, a broken or looping symlink, not a regular file, or over
+            MAX_FILE_BYTES.
+    """
     shown = display or str(path)
 
     def fail(message: str, line: int = 0, column: int = 0) -> ConfigError:
@@ -123,6 +135,19 @@ def read_agent_text(path: Path, display: str | None = None) -> str:
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise fail(f"over {MAX_FILE_BYTES} bytes: agent files are limited to 1 MiB")
+    return data
+
+
+def decode_agent_text(data: bytes, shown: str) -> str:
+    """An agent file's bytes as text.
+
+    Raises:
+        ConfigError: binary (a NUL byte), or not UTF-8.
+    """
+
+    def fail(message: str, line: int = 0, column: int = 0) -> ConfigError:
+        return ConfigError([Problem(shown, line, column, "", message)])
+
     nul = data.find(b"\0")
     if nul >= 0:
         raise fail(f"binary file (a NUL byte at offset {nul}): an agent file is UTF-8 text")

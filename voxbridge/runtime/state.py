@@ -226,13 +226,12 @@ class StateTable:
         return MappingProxyType(self._problems)
 
     def set_version(self, agent_id: str, version: FileVersion | None) -> None:
-        """Record the live version of an agent's file (None: the agent is gone)."""
+        """Record the live version of an agent's file (None: the agent is gone). Silent: the
+        change it goes with (``agent.loaded``, ``agent.error``) is the event."""
         if version is None:
             self._versions.pop(agent_id, None)
-            return
-        if self._versions.get(agent_id) != version:
+        else:
             self._versions[agent_id] = version
-            self.publish("agent.version", {"agent": agent_id, **version.as_dict()})
 
     def version(self, agent_id: str) -> FileVersion | None:
         return self._versions.get(agent_id)

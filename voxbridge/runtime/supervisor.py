@@ -174,6 +174,11 @@ class Supervisor:
         )
         self._nursery.start_soon(self._supervise, handle, name=f"actor {spec.key}")
 
+    def can_swap(self, key: ActorKey) -> bool:
+        """Whether the actor is running, so a newer version could start beside it."""
+        status = self._table.get(key)
+        return key in self._handles and status is not None and status.state == ActorState.RUNNING
+
     def swap(self, spec: ActorSpec) -> bool:
         """Replace a running actor make-before-break: ``spec`` starts beside it and takes over
         once ready. False (nothing done) if the actor is not running: then there is nothing to
@@ -184,8 +189,7 @@ class Supervisor:
         """
         key = spec.key
         primary = self._handles.get(key)
-        status = self._table.get(key)
-        if primary is None or status is None or status.state != ActorState.RUNNING:
+        if primary is None or not self.can_swap(key):
             return False
         self._retire(self._candidates.pop(key, None))
         if spec.config == primary.spec.config:

@@ -12,20 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FileVersion", "Git", "Rejected", "blob_id", "is_version"]
+import trio
+
+if TYPE_CHECKING:
+    from .state import StateTable
+
+__all__ = ["CommitTracker", "FileVersion", "Git", "Rejected", "blob_id", "is_version"]
 
 log = logging.getLogger("voxbridge.version")
 
 _HEX = re.compile(r"^[0-9a-f]{4,40}$")
 _GIT_TIMEOUT = 10.0
+HEAD_POLL = 10.0  # seconds between looks at HEAD: a commit of an unchanged file shows this late
 
 
 def blob_id(data: bytes) -> str:
@@ -102,6 +109,16 @@ class Git:
             return None
         return done.stdout.decode("utf-8", "replace")
 
+    def refresh(self) -> None:
+        """Ask again whether the directory is in a work tree (after a ``git init``, say)."""
+        self._in_work_tree = None
+
+    def head(self) -> str | None:
+        """The commit checked out, if any."""
+        if not self.in_work_tree():
+            return None
+        return (self._git("rev-parse", "--verify", "-q", "HEAD") or "").strip() or None
+
     def in_work_tree(self) -> bool:
         if self._in_work_tree is None:
             answer = self._git("rev-parse", "--is-inside-work-tree") or ""
@@ -136,3 +153,41 @@ class Git:
             if len(parts) == 3 and parts[1] == "blob":
                 blobs[Path(name).name] = parts[2]
         return blobs
+
+
+class CommitTracker:
+    """Fills in the commit of each live version, off the reload path: the reconciler hands it
+    every newly applied version (:meth:`request`), and :meth:`run` asks git in a worker thread.
+    It also looks at ``HEAD`` every ``head_poll`` seconds and asks again for every agent
+    when it moved: committing a file changes its commit without changing its content."""
+
+    def __init__(self, git: Git, table: StateTable, *, head_poll: float = HEAD_POLL) -> None:
+        self.git = git
+        self._table = table
+        self._head_poll = head_poll
+        self._send, self._receive = trio.open_memory_channel[tuple[str, Path, str]](math.inf)
+
+    def request(self, agent_id: str, path: Path, blob: str) -> None:
+        self._send.send_nowait((agent_id, path, blob))
+
+    async def run(self) -> None:
+        """Answer requests until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_head)
+            async for agent_id, path, blob in self._receive:
+                commit = await trio.to_thread.run_sync(self.git.commit_of, path, blob)
+                live = self._table.version(agent_id)
+                if live is not None and live.blob == blob and live.commit != commit:
+                    found = replace(live, commit=commit)
+                    self._table.set_version(agent_id, found)
+                    self._table.publish("agent.version", {"agent": agent_id, **found.as_dict()})
+
+    async def _watch_head(self) -> None:
+        seen: object = object()  # the first look asks for whatever is live already
+        while True:
+            head = await trio.to_thread.run_sync(self.git.head)
+            if head != seen:
+                seen = head
+                for agent_id, live in list(self._table.versions().items()):
+                    self.request(agent_id, Path(live.file), live.blob)
+            await trio.sleep(self._head_poll)

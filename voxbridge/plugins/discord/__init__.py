@@ -29,4 +29,7 @@ PLUGIN = Plugin(
         "required": ["bot_token"],
     },
     actor="voxbridge.plugins.discord.bot:run",
+    # A changed token: the new bot is online before the old one leaves, and a token Discord
+    # refuses leaves the old one serving.
+    overlap=True,
 )
