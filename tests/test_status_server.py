@@ -388,3 +388,33 @@ async def test_a_parked_actor_reads_failed_everywhere_and_none_runs_before_servi
             row = table.stdout.decode().splitlines()[1].split()
             assert [row[0], *row[2:5]] == ["a", "gated", "failed", "0"]
         nursery.cancel_scope.cancel()
+
+
+async def _beating(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    task_status.started()
+    ctx.count("beats")
+    ctx.count("beats", 2)
+    await trio.sleep_forever()
+
+
+async def test_finding_g_every_ctx_count_is_exported_as_a_metric(tmp_path: Path) -> None:
+    """docs/plugins.md promises ctx.count() counters as metrics: a third-party plugin counting
+    `beats` finds them in /metrics, in the one family the docs name."""
+    beating = Plugin("heartbeat", "test: counts beats", {"type": "object"}, _beating)
+    write(tmp_path, "a.yaml", "plugins:\n  heartbeat: {}\n")
+    opts = options(tmp_path, listen="127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        rt: Runtime = await nursery.start(
+            lambda task_status: serve(
+                opts, plugins={**testing.plugins(), "heartbeat": beating}, task_status=task_status
+            )
+        )
+        await wait_until(rt, lambda: rt.table.counters(("a", "heartbeat")).get("beats") == 3)
+        async with recording(rt.status_url) as http:
+            metrics = (await http.get("/metrics")).text
+            view = (await http.get("/api/agents/a")).json()["plugins"]["heartbeat"]
+        assert "# TYPE voxbridge_actor_counter_total counter" in metrics
+        line = 'voxbridge_actor_counter_total{agent="a",counter="beats",plugin="heartbeat"} 3.0'
+        assert line in metrics
+        assert view["counters"] == {"beats": 3}
+        nursery.cancel_scope.cancel()
