@@ -19,6 +19,7 @@ import pytest
 from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.conftest import clean_env
 from voxbridge import testing
+from voxbridge.runtime.version import blob_id
 
 pytestmark = needs_chromium
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "dashboard.png"
@@ -80,6 +81,12 @@ def test_the_dashboard_updates_live(fleet: str, tmp_path: Path) -> None:
         row = 'tr[data-agent="sales"][data-plugin="crashy"] td.state'
         page.wait_for_selector(f"{row}.running", timeout=10_000)
         assert page.inner_text("#default") == "support"
+        # The live version of each file: its git blob id (no git here, so no commit).
+        blob = blob_id((tmp_path / "agents.d" / "support.yaml").read_bytes())
+        version = page.inner_text(
+            'tr[data-agent="support"][data-plugin="echo"] td[data-label="version"]'
+        )
+        assert version == blob[:8]
         assert page.inner_text("#live") == "live"
         assert "invalid token (401)" in page.inner_text('tr[data-agent="legacy"]')
         assert "history: expected an integer" in page.inner_text('tr[data-agent="draft"]')

@@ -3,12 +3,15 @@ Discord-compatible server, an OpenAI-compatible LLM and an n8n-like webhook, all
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from tests.conftest import clean_env
 from tests.fake_brains import FakeLLM, FakeN8n, Plan, start_fake
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.runtime_helpers import options, wait_state, wait_until, write
@@ -17,6 +20,7 @@ from voxbridge.plugins.discord.bot import APOLOGY
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
+from voxbridge.runtime.version import blob_id
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import PublicKey, generate_key_pair
 
@@ -517,4 +521,99 @@ async def test_a_long_agent_list_is_sent_in_pieces(tmp_path: Path) -> None:
         assert len(parts()) >= 2
         assert all(len(p) <= 2000 for p in parts())
         assert "⭐🔌 **A**" in "\n".join(parts())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_changed_token_is_make_before_break_and_a_bad_one_keeps_the_old_bot(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.discord.add_bot("tok-a2", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        path = rig.agent("a", "tok-a")
+        rt = await rig.start(nursery, listen="127.0.0.1:0")
+        await ready(rig, "a")
+        seen: list[tuple[bool, bool]] = []
+
+        def both() -> tuple[bool, bool]:
+            return rig.discord.connected("tok-a"), rig.discord.connected("tok-a2")
+
+        def swapped() -> bool:
+            if not seen or seen[-1] != both():
+                seen.append(both())
+            return both() == (False, True)
+
+        # The new token: the new bot is online before the old one leaves; the actor never
+        # stops being "running".
+        with rt.table.subscribe() as events:
+            rig.agent("a", "tok-a2")
+            await rt.reconciler.apply_paths([path])
+            await rig.discord.wait_until(swapped, limit_s=15)
+            await wait_until(rt, lambda: rt.table.get(("a", "discord")).swap is None)  # type: ignore[union-attr]
+            states = []
+            while events._queue:
+                event = await events.receive()
+                if event.type == "actor":
+                    states.append(event.data["state"])
+        assert seen == [(True, False), (True, True), (False, True)]
+        assert set(states) == {ActorState.RUNNING}
+
+        # A token Discord refuses: the running bot keeps serving, the agent says why.
+        rig.agent("a", "tok-revoked")
+        bad = blob_id(path.read_bytes())
+        await rt.reconciler.apply_paths([path])
+
+        def kept() -> bool:
+            s = rt.table.get(("a", "discord"))
+            return s is not None and s.swap is not None and s.swap.state == ActorState.FAILED
+
+        await wait_until(rt, kept)
+        async with httpx.AsyncClient(base_url=str(rt.status_url)) as http:
+            view = (await http.get("/api/agents/a")).json()["plugins"]["discord"]
+            assert (view["state"], view["kept_previous_version"]) == ("running", True)
+            assert "rejected the bot token (401)" in view["swap"]["error"]
+            assert view["swap"]["version"] == bad
+            metrics = (await http.get("/metrics")).text
+            assert 'voxbridge_actor_kept_previous_version{agent="a",plugin="discord"} 1.0' in (
+                metrics
+            )
+            assert 'voxbridge_actor_up{agent="a",plugin="discord"} 1.0' in metrics
+        assert rig.discord.connected("tok-a2")
+        await rig.discord.send_message(
+            "tok-a2", content="still there?", author_id=ANN, author_name="ann"
+        )
+        await rig.llm.wait_requests(1)  # the old bot answers
+        waited = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "voxbridge",
+                "status",
+                "--url",
+                str(rt.status_url),
+                "--wait-for",
+                bad[:10],
+                "--timeout",
+                "5s",
+            ],
+            capture_stderr=True,
+            check=False,
+            env=clean_env(),
+        )
+        assert waited.returncode == 1
+        assert "a/discord: kept the previous version: PermanentFailure: Discord rejected" in (
+            waited.stderr.decode()
+        )
+
+        # Fixing the file completes the swap.
+        rig.discord.add_bot("tok-a3", user_id=101, name="BotA")
+        rig.agent("a", "tok-a3")
+        await rt.reconciler.apply_paths([path])
+        await rig.discord.wait_until(
+            lambda: rig.discord.connected("tok-a3") and not rig.discord.connected("tok-a2"),
+            limit_s=15,
+        )
+        await wait_until(rt, lambda: rt.table.get(("a", "discord")).swap is None)  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()

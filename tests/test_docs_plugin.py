@@ -91,11 +91,19 @@ def test_the_documented_plugin_package_runs(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None
+    lines: list[str] = []
     try:
         assert arrived.wait(30)
+        # The actor reports ready just after its first beat is answered: wait for the line
+        # rather than race it with the SIGTERM.
+        while "support/heartbeat ready" not in "".join(lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=30)
+    out = "".join(lines) + rest
     assert {"agent": "Support", "state": "up"} in got
-    assert "support/heartbeat ready" in out
     assert url not in out  # the secret URL never reaches the log

@@ -208,3 +208,43 @@ def test_interrupted_edit_removes_the_copy(
 def test_edit_missing_file(cli: CliRunner) -> None:
     r = cli("edit", "nope.yaml")
     assert (r.returncode, r.stderr) == (2, "voxbridge: nope.yaml: no such file\n")
+
+
+@pytest.mark.parametrize("next_command", ["check", "edit"])
+def test_a_copy_left_by_a_killed_edit_is_removed_by_the_next_run(
+    setup: tuple[Path, dict[str, str]], cli: CliRunner, tmp_path: Path, next_command: str
+) -> None:
+    # SIGKILL gives `edit` no chance to clean up: the decrypted copy stays in RAM...
+    agent, env = setup
+    env["XDG_RUNTIME_DIR"] = str(ram := tmp_path / "run")
+    ram.mkdir(mode=0o700)
+    actions(tmp_path, "sleep", "prompt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxbridge", "edit", "agents.d/support.yaml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "log").exists() or not (tmp_path / "log").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # voxbridge and its editor
+    proc.wait(timeout=20)
+    [[copy, _, _]] = copies(tmp_path)
+    assert "leaked" in Path(copy).read_text()
+    # ... next to an edit still in progress (this test's own process: alive), which stays.
+    alive = ram / f"voxbridge-edit-{os.getpid()}-inprogress"
+    alive.mkdir(mode=0o700)
+
+    # ...until the next edit or check finds it, removes it and says so.
+    args = ["check"] if next_command == "check" else ["edit", "agents.d/support.yaml"]
+    r = cli(*args, env=env)
+    assert r.returncode == 0, r.stderr
+    stale = Path(copy).parent
+    assert f"voxbridge: removed {stale}: a decrypted copy left by a `voxbridge edit`" in r.stderr
+    assert not stale.exists()
+    assert alive.is_dir()
+    assert agent.read_text().count("ENC[") == 2

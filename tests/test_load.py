@@ -117,6 +117,15 @@ def test_same_config_compares_equal_despite_new_ciphertext(
         ),
         ("history: ten\n", "a.yaml:1:10: history: expected an integer, found a string ('ten')"),
         ("default: 1\n", "a.yaml:1:10: default: expected true or false, found an integer (1)"),
+        # YAML 1.1 reads Off, yes, no as booleans and 1.10 as a number: the fix is quoting.
+        (
+            "name: Off\n",
+            'a.yaml:1:7: name: expected a string, found true or false (False): quote it: name: "Off"',
+        ),
+        (
+            "llm: {base_url: u, model: 1.10}\n",
+            'llm.model: expected a string, found a number (1.1): quote it: model: "1.10"',
+        ),
         (
             "restart:\n  max: 5 minutes\n",
             "a.yaml:2:8: restart.max: expected a duration: 500ms, 30s, 5m, 1h, or a number of seconds;"

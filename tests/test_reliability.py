@@ -66,6 +66,11 @@ CATALOGUE: list[tuple[str, Callable[[Path, dict[str, str]], None], str]] = [
     ("type: integer expected", _text("history: ten\n"), ":1:10: history: expected an integer"),
     ("type: boolean expected", _text("default: 2\n"), ":1:10: default: expected true or false"),
     ("type: mapping expected", _text("plugins: [echo]\n"), ":1:10: plugins: expected a mapping"),
+    (
+        "yaml 1.1: a word read as a boolean",
+        _text("name: Off\n"),
+        ':1:7: name: expected a string, found true or false (False): quote it: name: "Off"',
+    ),
     ("unknown key (typo)", _text("system_promt: hi\n"), ":1:1: system_promt: unknown key"),
     (
         "unknown plugin type",

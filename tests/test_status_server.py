@@ -14,10 +14,13 @@ from trio_websocket import open_websocket_url
 
 from tests.conftest import _captured, clean_env
 from tests.runtime_helpers import options, wait_state, wait_until, write
-from voxbridge import testing
+from voxbridge import Plugin, testing
+from voxbridge.errors import PermanentFailure
+from voxbridge.plugins.api import Context
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
+from voxbridge.runtime.version import blob_id
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair
 
@@ -265,6 +268,7 @@ def test_status_cli_table_json_and_errors(tmp_path: Path) -> None:
                     lines = out.stdout.splitlines()
                     assert lines[0].split() == [
                         "AGENT",
+                        "VERSION",
                         "PLUGIN",
                         "STATE",
                         "RESTARTS",
@@ -272,7 +276,8 @@ def test_status_cli_table_json_and_errors(tmp_path: Path) -> None:
                         "LAST",
                         "ERROR",
                     ]
-                    assert lines[1].split()[:4] == ["⭐", "a", "echo", "running"]
+                    blob = blob_id((tmp_path / "agents.d" / "a.yaml").read_bytes())
+                    assert lines[1].split()[:5] == ["⭐", "a", blob[:8], "echo", "running"]
             nursery.cancel_scope.cancel()
 
     trio.run(main)
@@ -304,4 +309,112 @@ async def test_status_follow_streams_changes(tmp_path: Path, follow_json: bool) 
             )
         else:
             assert "late/echo  running" in text
+        nursery.cancel_scope.cancel()
+
+
+connected = trio.Event()
+
+
+async def _gated(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    """Serves once `connected` is set (its token "good"); with any other token it is refused
+    for good — after queueing a readiness report, as a bridge from another thread can."""
+    if ctx.config.settings["token"] != "good":
+        token = trio.lowlevel.current_trio_token()
+        token.run_sync_soon(task_status.started)
+        raise PermanentFailure("the service refused the token (401)")
+    await connected.wait()
+    task_status.started()
+    await trio.sleep_forever()
+
+
+GATED = Plugin(
+    "gated",
+    "test: ready once connected; a bad token fails for good",
+    {"type": "object", "properties": {"token": {"type": "string"}}},
+    _gated,
+)
+
+
+async def test_a_parked_actor_reads_failed_everywhere_and_none_runs_before_serving(
+    tmp_path: Path,
+) -> None:
+    """Finding f: a token made invalid while the actor ran left it reading "running" (with the
+    PermanentFailure as its last error, 0 restarts) in the API, the metrics and the status."""
+    global connected
+    connected = trio.Event()
+    path = write(tmp_path, "a.yaml", "plugins:\n  gated: {token: good}\n")
+    opts = options(tmp_path, listen="127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        rt: Runtime = await nursery.start(
+            lambda task_status: serve(
+                opts, plugins={**testing.plugins(), "gated": GATED}, task_status=task_status
+            )
+        )
+        async with recording(rt.status_url) as http:
+
+            async def state() -> str:
+                agents = (await http.get("/api/agents")).json()["agents"]
+                return str(agents[0]["plugins"]["gated"]["state"])
+
+            # Not serving yet: starting, not running, wherever one looks.
+            assert await state() == "starting"
+            assert (
+                'voxbridge_actor_up{agent="a",plugin="gated"} 0.0'
+                in (await http.get("/metrics")).text
+            )
+            connected.set()
+            await wait_state(rt, ("a", "gated"), ActorState.RUNNING)
+            assert await state() == "running"
+
+            path.write_text("plugins:\n  gated: {token: revoked}\n")
+            await rt.reconciler.apply_paths([path])
+            await wait_state(rt, ("a", "gated"), ActorState.FAILED)
+            for _ in range(10):  # the late readiness report has had every chance to land
+                await trio.lowlevel.checkpoint()
+            a = (await http.get("/api/agents")).json()["agents"][0]["plugins"]["gated"]
+            assert (a["state"], a["restarts"]) == ("failed", 0)
+            assert a["last_error"] == "PermanentFailure: the service refused the token (401)"
+            by_type = (await http.get("/api/plugins/gated/status")).json()
+            assert by_type["by_state"] == {"failed": 1}
+            metrics = (await http.get("/metrics")).text
+            assert 'voxbridge_actor_up{agent="a",plugin="gated"} 0.0' in metrics
+            assert 'voxbridge_actors{state="failed"} 1.0' in metrics
+            assert 'voxbridge_actors{state="running"} 0.0' in metrics
+            table = await trio.run_process(
+                [sys.executable, "-m", "voxbridge", "status", "--url", str(rt.status_url)],
+                capture_stdout=True,
+                env=clean_env(),
+            )
+            row = table.stdout.decode().splitlines()[1].split()
+            assert [row[0], *row[2:5]] == ["a", "gated", "failed", "0"]
+        nursery.cancel_scope.cancel()
+
+
+async def _beating(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    task_status.started()
+    ctx.count("beats")
+    ctx.count("beats", 2)
+    await trio.sleep_forever()
+
+
+async def test_finding_g_every_ctx_count_is_exported_as_a_metric(tmp_path: Path) -> None:
+    """docs/plugins.md promises ctx.count() counters as metrics: a third-party plugin counting
+    `beats` finds them in /metrics, in the one family the docs name."""
+    beating = Plugin("heartbeat", "test: counts beats", {"type": "object"}, _beating)
+    write(tmp_path, "a.yaml", "plugins:\n  heartbeat: {}\n")
+    opts = options(tmp_path, listen="127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        rt: Runtime = await nursery.start(
+            lambda task_status: serve(
+                opts, plugins={**testing.plugins(), "heartbeat": beating}, task_status=task_status
+            )
+        )
+        await wait_until(rt, lambda: rt.table.counters(("a", "heartbeat")).get("beats") == 3)
+        async with recording(rt.status_url) as http:
+            metrics = (await http.get("/metrics")).text
+            view = (await http.get("/api/agents/a")).json()["plugins"]["heartbeat"]
+        assert "# TYPE voxbridge_actor_counter_total counter" in metrics
+        line = 'voxbridge_actor_counter_total{agent="a",counter="beats",plugin="heartbeat"} 3.0'
+        assert line in metrics
+        assert view["counters"] == {"beats": 3}
         nursery.cancel_scope.cancel()

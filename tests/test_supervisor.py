@@ -229,3 +229,110 @@ def test_redaction_covers_every_decrypted_field() -> None:
     )
     text = "persona-text-1 https://llm.internal/v1 sk-key-2 https://hook/3 nested-4 public"
     assert redact(text, agent) == "[secret] [secret] [secret] [secret] [secret] public"
+
+
+lives: list[tuple[str, str, float]] = []  # (event, token, when)
+
+
+async def _session(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
+    """Connects for `connect` seconds, then serves; the token "bad" is refused for good."""
+    token = str(ctx.config.settings["token"])
+    if token == "bad":
+        raise PermanentFailure("the token was refused (401)")
+    await trio.sleep(float(ctx.config.settings.get("connect", 5)))
+    lives.append(("up", token, trio.current_time()))
+    task_status.started()
+    try:
+        await trio.sleep_forever()
+    finally:
+        lives.append(("down", token, trio.current_time()))
+
+
+SESSION = Plugin(
+    "session",
+    "test: a session that may overlap with its successor",
+    {"type": "object", "properties": {"token": {"type": "string"}, "connect": {"type": "number"}}},
+    _session,
+    overlap=True,
+)
+
+
+async def test_an_overlap_plugin_is_swapped_make_before_break(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    lives.clear()
+    path = write(tmp_path, "a.yaml", "plugins:\n  session: {token: one}\n")
+    key = ("a", "session")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, SESSION)
+        await rt.reconciler.rescan()
+        await wait_state(rt, key, ActorState.RUNNING)
+        states: list[ActorState] = []
+        with rt.table.subscribe() as events:
+            path.write_text("plugins:\n  session: {token: two}\n")
+            t0 = trio.current_time()
+            await rt.reconciler.apply_paths([path])
+            await trio.sleep(60)
+            while events._queue:
+                event = await events.receive()
+                if event.type == "actor":
+                    states.append(event.data["state"])
+        # The new session was up (5 s to connect) before the old one went down.
+        assert lives[1:] == [("up", "two", t0 + 5), ("down", "one", t0 + 5)]
+        assert set(states) == {ActorState.RUNNING}  # never starting, never stopped
+        s = rt.table.get(key)
+        assert s is not None and (s.state, s.swap, s.restarts) == (ActorState.RUNNING, None, 0)
+
+        # A token refused for good: the old session serves on, and says why.
+        path.write_text("plugins:\n  session: {token: bad}\n")
+        await rt.reconciler.apply_paths([path])
+        await trio.sleep(3600)
+        s = rt.table.get(key)
+        assert s is not None and s.state == ActorState.RUNNING and s.swap is not None
+        assert (s.swap.state, s.swap.error) == (
+            ActorState.FAILED,
+            "PermanentFailure: the token was refused (401)",
+        )
+        assert lives[-1] == ("down", "one", t0 + 5)  # "two" is still up
+
+        # Fixing the file completes the swap; going back to the running token just ends it.
+        path.write_text("plugins:\n  session: {token: three}\n")
+        t1 = trio.current_time()
+        await rt.reconciler.apply_paths([path])
+        await trio.sleep(60)
+        assert lives[-2:] == [("up", "three", t1 + 5), ("down", "two", t1 + 5)]
+        path.write_text("plugins:\n  session: {token: bad}\n")
+        await rt.reconciler.apply_paths([path])
+        path.write_text("plugins:\n  session: {token: three}\n")
+        await rt.reconciler.apply_paths([path])
+        await trio.sleep(60)
+        s = rt.table.get(key)
+        assert s is not None and (s.state, s.swap) == (ActorState.RUNNING, None)
+        assert lives[-1] == ("down", "two", t1 + 5)  # "three" was never interrupted
+        nursery.cancel_scope.cancel()
+
+
+async def test_without_overlap_or_when_not_running_the_old_actor_stops_first(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    lives.clear()
+    plain = Plugin("plain", "test", SESSION.schema, _session)  # no overlap declared
+    path = write(tmp_path, "a.yaml", "plugins:\n  plain: {token: one}\n")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path, plain, SESSION)
+        await rt.reconciler.rescan()
+        await trio.sleep(10)
+        path.write_text("plugins:\n  plain: {token: two}\n")
+        t0 = trio.current_time()
+        await rt.reconciler.apply_paths([path])
+        await trio.sleep(10)
+        assert lives == [("up", "one", 5), ("down", "one", t0), ("up", "two", t0 + 5)]
+        # An overlap plugin that is not running yet has nothing to keep: restarted as usual.
+        lives.clear()
+        path.write_text("plugins:\n  session: {token: one}\n")
+        await rt.reconciler.apply_paths([path])
+        path.write_text("plugins:\n  session: {token: two}\n")
+        await rt.reconciler.apply_paths([path])
+        await trio.sleep(10)
+        assert [e[:2] for e in lives] == [("down", "two"), ("up", "two")]
+        nursery.cancel_scope.cancel()

@@ -20,7 +20,7 @@ from .atomicfile import write_atomic
 from .config.duration import parse_duration
 from .config.load import agent_files, load_directory, read_agent_text
 from .config.schema import agent_schema
-from .editor import edit_file
+from .editor import edit_file, report_stale_copies
 from .errors import EX_CONFIG, ConfigError, Problem, UsageError, VoxbridgeError
 from .logs import setup_logging
 from .runtime.shard import Shard
@@ -210,6 +210,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--api-token", metavar="TOKEN", help="the server's API token, if it has one")
     c.add_argument("--json", action="store_true", help="print the API's JSON")
     c.add_argument("--follow", action="store_true", help="then stream every change as it happens")
+    c.add_argument(
+        "--wait-for",
+        metavar="BLOB|COMMIT",
+        help="exit 0 once every agent runs this version (a git commit of agents.d, or a file's "
+        "blob id as `git hash-object` prints it); 1 with the reason if it was rejected or on "
+        "--timeout",
+    )
+    c.add_argument(
+        "--timeout",
+        type=_duration,
+        default=60.0,
+        help="how long --wait-for waits (default 60s)",
+    )
     return p
 
 
@@ -359,6 +372,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    report_stale_copies()
     agents_dir = _agents_dir(args.agents_dir)
     result = load_directory(agents_dir, load_keyring(args.keys_dir))
     for problem in sorted(result.problems, key=lambda p: (p.file, p.line, p.column)):
@@ -455,8 +469,10 @@ def cmd_guard(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import show_status  # httpx: only for this command
+    from .status import show_status, wait_for  # httpx: only for this command
 
+    if args.wait_for:
+        return wait_for(args.url, args.api_token, args.wait_for, timeout=args.timeout)
     return show_status(args.url, args.api_token, json_out=args.json, follow=args.follow)
 
 

@@ -1,7 +1,10 @@
 """``voxbridge edit``: change an encrypted agent file in your editor, as if it were plaintext.
 
 The decrypted copy lives in a private directory (0700, in RAM under /dev/shm where there is one)
-and is removed whatever happens: a clean exit, an editor crash, Ctrl-C or SIGTERM. Values the
+and is removed whatever happens: a clean exit, an editor crash, Ctrl-C or SIGTERM. Only SIGKILL
+(or a power cut of a disk-backed temp dir) leaves it behind; the directory's name carries the
+process id, so the next ``edit`` or ``check`` finds copies whose process is gone and removes
+them (:func:`remove_stale_copies`). Values the
 editor left alone keep their ciphertext, so the git diff shows only what was edited. The result
 is validated before it is written; an invalid one is offered back for fixing, never written.
 """
@@ -12,6 +15,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +30,9 @@ from .errors import ConfigError, UsageError, VoxbridgeError
 from .secrets.inplace import reseal_text, reveal_text
 from .secrets.keys import current_public_key, load_keyring
 
-__all__ = ["edit_file"]
+__all__ = ["edit_file", "remove_stale_copies", "report_stale_copies"]
+
+_PREFIX = "voxbridge-edit-"
 
 
 class _Interrupted(VoxbridgeError):
@@ -35,12 +41,67 @@ class _Interrupted(VoxbridgeError):
     exit_code = 130
 
 
+def _ram_bases() -> list[str]:
+    # RAM-backed first: the plaintext copy should never reach a disk.
+    bases = (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm")  # noqa: S108
+    return [b for b in bases if b and os.path.isdir(b) and os.access(b, os.W_OK | os.X_OK)]
+
+
 def _private_dir() -> str:
-    # RAM-backed first: the plaintext copy should never reach a disk. mkdtemp makes it 0700.
-    for base in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):  # noqa: S108
-        if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
-            return tempfile.mkdtemp(prefix="voxbridge-edit-", dir=base)
-    return tempfile.mkdtemp(prefix="voxbridge-edit-")
+    # mkdtemp makes it 0700; the pid in the name is how a later run knows it is orphaned.
+    prefix = f"{_PREFIX}{os.getpid()}-"
+    for base in _ram_bases():
+        return tempfile.mkdtemp(prefix=prefix, dir=base)
+    return tempfile.mkdtemp(prefix=prefix)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_copies() -> list[Path]:
+    """Remove the decrypted copies left by ``edit`` runs that were killed (SIGKILL), i.e. our
+    own ``voxbridge-edit-<pid>-*`` directories whose process is gone; returns them.
+
+    A directory whose process still runs is an edit in progress and is left alone; a reused
+    pid errs on that side too.
+    """
+    removed: list[Path] = []
+    for base in dict.fromkeys([*_ram_bases(), tempfile.gettempdir()]):
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            pid_text = entry.name.removeprefix(_PREFIX).partition("-")[0]
+            if not entry.name.startswith(_PREFIX) or not pid_text.isdigit():
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or _alive(int(pid_text)):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if not os.path.lexists(entry.path):
+                removed.append(Path(entry.path))
+    return removed
+
+
+def report_stale_copies(out: TextIO | None = None) -> None:
+    """:func:`remove_stale_copies`, saying what was removed (on stderr by default)."""
+    for path in remove_stale_copies():
+        print(
+            f"voxbridge: removed {path}: a decrypted copy left by a `voxbridge edit` that was "
+            "killed (its process is gone)",
+            file=out or sys.stderr,
+        )
 
 
 def _editor_command(environ: Mapping[str, str], file: str) -> list[str]:
@@ -90,6 +151,7 @@ def edit_file(
         ConfigError: the file's secrets do not open.
     """
     out = out or sys.stderr
+    report_stale_copies(out)
     env = os.environ if environ is None else environ
     shown = str(path)
     if not path.is_file():

@@ -12,7 +12,9 @@ import httpx
 
 from .errors import UsageError, VoxbridgeError
 
-__all__ = ["show_status", "table"]
+__all__ = ["show_status", "table", "version_text", "wait_for"]
+
+WAIT_POLL = 0.25  # seconds between looks while waiting for a version
 
 
 def _ago(ts: float | None) -> str:
@@ -28,35 +30,104 @@ def _ago(ts: float | None) -> str:
     )
 
 
+def version_text(version: dict[str, Any] | None) -> str:
+    """A live version as the table shows it: the blob id's first 8 digits, and the commit's."""
+    if not version:
+        return "-"
+    text = str(version["blob"])[:8]
+    return text + (f"@{str(version['commit'])[:8]}" if version.get("commit") else "")
+
+
 def table(agents: list[dict[str, Any]]) -> str:
     """The agents by plugins table, aligned for a terminal."""
-    rows = [("AGENT", "PLUGIN", "STATE", "RESTARTS", "FOR", "LAST ERROR")]
+    rows = [("AGENT", "VERSION", "PLUGIN", "STATE", "RESTARTS", "FOR", "LAST ERROR")]
     for agent in agents:
         name = ("⭐ " if agent.get("is_default") else "") + agent["id"]
+        version = agent.get("version")
+        live = version_text(version)
         if agent.get("error") and not agent.get("plugins"):
-            rows.append((name, "-", "error", "", "", agent["error"][0]))
+            rows.append((name, live, "-", "error", "", "", agent["error"][0]))
             continue
         for plugin, p in agent.get("plugins", {}).items():
+            state = p.get("state", "")
+            error = p.get("last_error") or ""
+            swap = p.get("swap")
+            if p.get("kept_previous_version") and swap:
+                state += " (kept previous version)"
+                error = swap.get("error") or ""
+            elif swap:
+                state += f" (new version {swap.get('state')})"
             rows.append(
                 (
                     name,
+                    live,
                     plugin,
-                    p.get("state", ""),
+                    state,
                     str(p.get("restarts", "")),
                     _ago(p.get("since")),
-                    (p.get("last_error") or "")[:80],
+                    error[:80],
                 )
             )
         if not agent.get("plugins"):
-            rows.append((name, "-", "no plugins", "", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            rows.append((name, live, "-", "no plugins", "", "", ""))
+        rejected = (version or {}).get("rejected")
+        if rejected:
+            what = f"{str(rejected.get('blob') or 'unreadable')[:8]} rejected"
+            errors = rejected.get("errors") or [""]
+            rows.append((name, what, "-", "kept previous version", "", "", errors[0][:120]))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     return (
         "\n".join(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:6])) + "  " + row[6]
             for row in rows
         ).rstrip()
         + "\n"
     )
+
+
+def _get_agents(base: str, headers: dict[str, str], **params: str) -> dict[str, Any]:
+    try:
+        response = httpx.get(f"{base}/api/agents", headers=headers, params=params, timeout=5)
+    except httpx.HTTPError as exc:
+        raise UsageError(
+            f"no voxbridge status server at {base} ({type(exc).__name__}): is `voxbridge run` "
+            "running, and with which --listen?"
+        ) from None
+    if response.status_code == 401:
+        raise UsageError(f"{base} wants an API token: pass --api-token")
+    if response.status_code != 200:
+        raise VoxbridgeError(f"{base}/api/agents answered HTTP {response.status_code}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for(url: str, token: str | None, version: str, *, timeout: float) -> int:
+    """Wait until the fleet runs ``version`` (a commit or a blob id); returns the exit code:
+    0 once it does, 1 at once if that version was rejected, 1 with what is still waiting
+    after ``timeout`` seconds.
+
+    Raises:
+        UsageError: the server cannot be reached or refuses the token.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = url.rstrip("/")
+    deadline = time.monotonic() + timeout
+    while True:
+        report = _get_agents(base, headers, version=version)["at_version"]
+        if report["done"]:
+            what = f"commit {report['commit'][:12]}" if report["commit"] else f"blob {version}"
+            print(f"✓ {what} is live: {', '.join(report['agents']) or 'no agent file in it'}")
+            return 0
+        if report["rejected"]:
+            for line in report["rejected"]:
+                print(f"✗ {line}", file=sys.stderr)
+            return 1
+        if time.monotonic() >= deadline:
+            print(f"✗ {version} is not live after {timeout:g}s:", file=sys.stderr)
+            for line in report["waiting"]:
+                print(f"  {line}", file=sys.stderr)
+            return 1
+        time.sleep(min(WAIT_POLL, max(0.0, deadline - time.monotonic())))
 
 
 def show_status(url: str, token: str | None, *, json_out: bool, follow: bool) -> int:
@@ -67,18 +138,7 @@ def show_status(url: str, token: str | None, *, json_out: bool, follow: bool) ->
     """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = url.rstrip("/")
-    try:
-        response = httpx.get(f"{base}/api/agents", headers=headers, timeout=5)
-    except httpx.HTTPError as exc:
-        raise UsageError(
-            f"no voxbridge status server at {base} ({type(exc).__name__}): is `voxbridge run` "
-            "running, and with which --listen?"
-        ) from None
-    if response.status_code == 401:
-        raise UsageError(f"{base} wants an API token: pass --api-token")
-    if response.status_code != 200:
-        raise VoxbridgeError(f"{base}/api/agents answered HTTP {response.status_code}")
-    agents = response.json()["agents"]
+    agents = _get_agents(base, headers)["agents"]
     sys.stdout.write(json.dumps(agents, indent=2) + "\n" if json_out else table(agents))
     sys.stdout.flush()
     if follow:

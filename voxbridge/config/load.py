@@ -38,10 +38,12 @@ __all__ = [
     "AgentIndex",
     "DirectoryLoad",
     "agent_files",
+    "decode_agent_text",
     "is_agent_file",
     "load_agent_file",
     "load_directory",
     "parse_agent",
+    "read_agent_bytes",
     "read_agent_text",
 ]
 
@@ -93,6 +95,16 @@ def read_agent_text(path: Path, display: str | None = None) -> str:
         ConfigError: missing, a broken or looping symlink, not a regular file, over
             MAX_FILE_BYTES, binary (a NUL byte), or not UTF-8.
     """
+    return decode_agent_text(read_agent_bytes(path, display), display or str(path))
+
+
+def read_agent_bytes(path: Path, display: str | None = None) -> bytes:
+    """Read an agent file's bytes without trusting it (what its git blob id is made of).
+
+    Raises:
+        ConfigError: missing, a broken or looping symlink, not a regular file, or over
+            MAX_FILE_BYTES.
+    """
     shown = display or str(path)
 
     def fail(message: str, line: int = 0, column: int = 0) -> ConfigError:
@@ -123,6 +135,19 @@ def read_agent_text(path: Path, display: str | None = None) -> str:
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise fail(f"over {MAX_FILE_BYTES} bytes: agent files are limited to 1 MiB")
+    return data
+
+
+def decode_agent_text(data: bytes, shown: str) -> str:
+    """An agent file's bytes as text.
+
+    Raises:
+        ConfigError: binary (a NUL byte), or not UTF-8.
+    """
+
+    def fail(message: str, line: int = 0, column: int = 0) -> ConfigError:
+        return ConfigError([Problem(shown, line, column, "", message)])
+
     nul = data.find(b"\0")
     if nul >= 0:
         raise fail(f"binary file (a NUL byte at offset {nul}): an agent file is UTF-8 text")
@@ -170,6 +195,7 @@ class _Checker:
     root: Node
     secrets: frozenset[tuple[str, ...]]
     plugins: Mapping[str, Plugin]
+    text: str = ""
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, path: tuple[str | int, ...], message: str, *, at_key: bool = False) -> None:
@@ -182,6 +208,20 @@ class _Checker:
         problem = Problem(self.file, line, col, _dotted(path), message)
         if problem not in self.problems:  # nested if/then can say one thing twice
             self.problems.append(problem)
+
+    def _quote_hint(self, path: tuple[str | int, ...], schema: Mapping[str, Any]) -> str:
+        """The fix for a word YAML read as something else (YAML 1.1 reads Off, no, yes as
+        booleans, 1.10 as a number): quoting it, shown on the user's own line."""
+        types = schema.get("type")
+        if "string" not in ([types] if isinstance(types, str) else list(types or [])):
+            return ""
+        found = self.root.find(path)
+        if not found or found[0].kind != "scalar" or found[0].style or not self.text:
+            return ""
+        literal = self.text[found[0].start : found[0].end]
+        quoted = '"' + literal.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        key = path[-1] if path and isinstance(path[-1], str) else "-"
+        return f": quote it: {key}{':' if key != '-' else ''} {quoted}"
 
     def schema_error(self, err: ValidationError) -> None:
         path = tuple(err.absolute_path)
@@ -216,6 +256,7 @@ class _Checker:
             msg = f"expected {_expected_types(sch)}, found {_kind(inst)}"
             if not secret and not isinstance(inst, dict | list):
                 msg += f" ({_shown(inst, secret)})"
+                msg += self._quote_hint(path, sch)
         elif v == "anyOf":
             what = str(sch.get("x-expected") or "another kind of value").rstrip(".")
             what = what[0].lower() + what[1:]
@@ -309,7 +350,7 @@ def parse_agent(
         raise ConfigError(problems)
     data = root.to_python()
     schema = agent_schema(plugins)
-    checker = _Checker(file, root, secret_paths(schema), plugins)
+    checker = _Checker(file, root, secret_paths(schema), plugins, text)
     for err in _errors_in_order(validator(plugins).iter_errors(data)):
         checker.schema_error(err)
     _needs(data, checker)

@@ -197,7 +197,15 @@ class Plugin:
     """A plugin type: its name (the key under ``plugins:``), a one-line summary, the JSON
     Schema of its section (an object schema; ``enabled`` is added by voxbridge) and its actor,
     as a function or as ``"module:function"`` imported on first use (so ``voxbridge check``
-    never imports a plugin's heavy dependencies)."""
+    never imports a plugin's heavy dependencies).
+
+    ``overlap``: two of its actors may run at once while one replaces the other. When the
+    section of a running actor changes, the new actor then starts beside the old one, which
+    stops only once the new one is ready (make-before-break); if the new one fails for good,
+    the old one keeps serving. Right for a bot whose token changed (two sessions can be
+    online together), wrong for anything holding an exclusive resource (a port, a lock): the
+    default is to stop the old actor first.
+    """
 
     name: str
     summary: str
@@ -207,6 +215,7 @@ class Plugin:
     """Keys of this plugin's section that need a top-level section of the agent, with why:
     ``{"voice": "voice"}`` makes ``voxbridge check`` point at ``plugins.<type>.voice`` when the
     agent has no ``voice:`` (a rule JSON Schema cannot say across sections)."""
+    overlap: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

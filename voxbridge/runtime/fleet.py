@@ -29,6 +29,7 @@ from .shard import Shard
 from .state import ActorKey, ActorState, StateTable
 from .supervisor import ActorSpec, Supervisor
 from .systemd import Notifier
+from .version import CommitTracker, Git
 
 __all__ = ["RunOptions", "Runtime"]
 
@@ -87,6 +88,7 @@ class Runtime:
         self.monitor = Monitor()
         self.keyring: Keyring = load_keyring(options.keys_dir)
         self._keys_stamp = self._stamp()
+        self.commits = CommitTracker(Git(options.agents_dir), self.table)
         self.reconciler = Reconciler(
             options.agents_dir,
             self.current_keyring,
@@ -98,6 +100,7 @@ class Runtime:
             owns=options.shard.owns,
             plugins=plugins,
             on_change=self._agent_changed,
+            on_version=self.commits.request,
         )
         self.ready = False
         self.stopping = False
@@ -203,7 +206,7 @@ class Runtime:
                 _observe=self.table.observe,
             )
 
-        return ActorSpec(key, self._actor(plugin), make_context, current)
+        return ActorSpec(key, self._actor(plugin), make_context, current, config=config)
 
     def _stamp(self) -> int:
         try:
@@ -236,6 +239,7 @@ class Runtime:
         try:
             if reload_keys:
                 self._reload_keys()
+                self.commits.git.refresh()
             await self.reconciler.rescan(force=reload_keys)
         finally:
             self.notifier.ready(self.summary())

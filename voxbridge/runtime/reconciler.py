@@ -10,7 +10,10 @@ is not trusted, atomic saves arrive as add/delete pairs — and then:
   ones start, parked (failed) ones get another chance;
 * a missing file: its actors stop.
 
-Every applied change clears the default-agent cache.
+A changed section of a plugin that declares ``overlap`` is swapped make-before-break (the
+supervisor starts the new actor beside the old one) rather than restarted. Every applied change
+clears the default-agent cache and records the file's live version (its git blob id) in the
+state table; a rejected one is recorded beside it.
 """
 
 from __future__ import annotations
@@ -19,19 +22,27 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
-from ..config.load import AgentIndex, agent_files, is_agent_file, parse_agent, read_agent_text
+from ..config.load import (
+    AgentIndex,
+    agent_files,
+    decode_agent_text,
+    is_agent_file,
+    parse_agent,
+    read_agent_bytes,
+)
 from ..config.model import Agent
 from ..errors import ConfigError, Problem
-from ..plugins.api import Plugin
+from ..plugins.api import Plugin, installed_plugins
 from ..secrets.keys import Keyring
 from .default_agent import DefaultAgent
 from .state import ActorState, StateTable
 from .supervisor import ActorSpec, Supervisor
+from .version import FileVersion, Rejected, blob_id
 
 __all__ = ["Outcome", "Reconciler"]
 
@@ -42,17 +53,18 @@ Outcome = str  # "ignored" | "unchanged" | "loaded" | "updated" | "error" | "rem
 
 @dataclass(frozen=True, slots=True)
 class _File:
-    digest: bytes
+    digest: str
     agent_id: str | None  # the agent this file provides (None while it never loaded)
     problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class _Read:
-    digest: bytes
+    digest: str  # the git blob id of the content (or, if unreadable, of the problem)
     agent: Agent | None
     problems: tuple[Problem, ...]
     vanished: bool = False
+    blob: str | None = None  # None: not even the bytes could be read
 
 
 class Reconciler:
@@ -71,6 +83,7 @@ class Reconciler:
         owns: Callable[[str], bool] = lambda _id: True,
         plugins: Mapping[str, Plugin] | None = None,
         on_change: Callable[[str], None] = lambda _id: None,
+        on_version: Callable[[str, Path, str], None] = lambda _id, _path, _blob: None,
     ) -> None:
         self.agents_dir = agents_dir
         self._keyring = keyring
@@ -82,6 +95,7 @@ class Reconciler:
         self._owns = owns
         self._plugins = plugins
         self._on_change = on_change
+        self._on_version = on_version
         self._files: dict[Path, _File] = {}
         self._path_of: dict[str, Path] = {}
         self._conflicted: set[Path] = set()
@@ -143,19 +157,21 @@ class Reconciler:
 
     def _read(self, path: Path) -> _Read:
         if not os.path.lexists(path):
-            return _Read(b"", None, (), vanished=True)
+            return _Read("", None, (), vanished=True)
         try:
-            text = read_agent_text(path)
+            data = read_agent_bytes(path)
         except ConfigError as exc:
             if not os.path.lexists(path):  # removed while we read it
-                return _Read(b"", None, (), vanished=True)
-            return _Read(hashlib.blake2b(repr(exc.problems).encode()).digest(), None, exc.problems)
-        digest = hashlib.blake2b(text.encode()).digest()
+                return _Read("", None, (), vanished=True)
+            digest = hashlib.blake2b(repr(exc.problems).encode()).hexdigest()
+            return _Read(digest, None, exc.problems)
+        blob = blob_id(data)
         try:
+            text = decode_agent_text(data, str(path))
             agent = parse_agent(text, str(path), path.stem, self._keyring(), plugins=self._plugins)
         except ConfigError as exc:
-            return _Read(digest, None, exc.problems)
-        return _Read(digest, agent, ())
+            return _Read(blob, None, exc.problems, blob=blob)
+        return _Read(blob, agent, (), blob=blob)
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -166,7 +182,7 @@ class Reconciler:
         if known is not None and known.digest == read.digest and not force:
             return "unchanged"
         if read.agent is None:
-            return self._reject(path, read.digest, read.problems)
+            return self._reject(path, read, read.problems)
         agent = read.agent
         owner = self._path_of.get(agent.id)
         if owner is not None and owner != path:
@@ -177,31 +193,49 @@ class Reconciler:
                 "",
                 f"agent id '{agent.id}' is also defined by {owner}; keep one file",
             )
-            return self._reject(path, read.digest, (problem,), conflict=True)
+            return self._reject(path, read, (problem,), conflict=True)
         conflicts = self._index.conflicts(agent)
         if conflicts:
-            return self._reject(path, read.digest, tuple(conflicts), conflict=True)
+            return self._reject(path, read, tuple(conflicts), conflict=True)
         old = self._index.get(agent.id)
         if old == agent and known is not None and not known.problems:
             self._index.add(agent)  # same configuration (a comment or layout changed)
             self._files[path] = _File(read.digest, agent.id)
-            await self._retry_parked(agent)
+            self._live(agent.id, path, read.blob)
+            await self._retry_parked(agent, read.blob)
             return "unchanged"
-        await self._switch(old, agent)
+        await self._switch(old, agent, read.blob)
         self._files[path] = _File(read.digest, agent.id)
+        self._live(agent.id, path, read.blob)
         self._path_of[agent.id] = path
         self._conflicted.discard(path)
         self._table.set_problems(str(path), ())
-        self._table.publish("agent.loaded", {"agent": agent.id, "file": str(path)})
+        self._table.publish(
+            "agent.loaded", {"agent": agent.id, "file": str(path), "blob": read.blob}
+        )
         self._changed()
         return "updated" if old is not None else "loaded"
 
+    def _live(self, agent_id: str, path: Path, blob: str | None) -> None:
+        """Record that the file's content ``blob`` is what runs now (and ask for its commit)."""
+        if blob is None:
+            return
+        live = self._table.version(agent_id)
+        if live is not None and live.blob == blob and live.rejected is None:
+            return
+        self._table.set_version(agent_id, FileVersion(str(path), blob, self._table.clock()))
+        self._on_version(agent_id, path, blob)
+
     def _reject(
-        self, path: Path, digest: bytes, problems: tuple[Problem, ...], *, conflict: bool = False
+        self, path: Path, read: _Read, problems: tuple[Problem, ...], *, conflict: bool = False
     ) -> Outcome:
         known = self._files.get(path)
         agent_id = known.agent_id if known else None
-        self._files[path] = _File(digest, agent_id, problems)
+        self._files[path] = _File(read.digest, agent_id, problems)
+        live = self._table.version(agent_id) if agent_id is not None else None
+        if agent_id is not None and live is not None and live.file == str(path):
+            rejected = Rejected(read.blob, tuple(str(p) for p in problems), self._table.clock())
+            self._table.set_version(agent_id, replace(live, rejected=rejected))
         if conflict:
             self._conflicted.add(path)
         self._table.set_problems(str(path), problems)
@@ -217,6 +251,7 @@ class Reconciler:
             {
                 "agent": agent_id or path.stem,
                 "file": str(path),
+                "blob": read.blob,
                 "problems": [str(p) for p in problems],
             },
         )
@@ -235,9 +270,10 @@ class Reconciler:
             )
             return "removed"
         old = self._index.get(agent_id)
-        await self._switch(old, None)
+        await self._switch(old, None, None)
         self._index.remove(agent_id)
         del self._path_of[agent_id]
+        self._table.set_version(agent_id, None)
         log.info("🛑 Removed agent '%s' (%s deleted)", agent_id, path, extra={"agent": agent_id})
         self._table.publish("agent.removed", {"agent": agent_id, "file": str(path)})
         self._changed()
@@ -248,7 +284,23 @@ class Reconciler:
             return {}
         return {t: agent.plugins[t] for t in agent.enabled_plugins}
 
-    async def _switch(self, old: Agent | None, new: Agent | None) -> None:
+    def _spec(self, agent: Agent, plugin: str, version: str | None) -> ActorSpec:
+        return replace(self._spec_for(agent, plugin), version=version)
+
+    def _overlaps(self, plugin: str) -> bool:
+        found = (self._plugins or installed_plugins()).get(plugin)
+        return found is not None and found.overlap
+
+    async def _replace(self, agent: Agent, plugin: str, version: str | None) -> None:
+        """Run the actor ``(agent, plugin)`` with ``agent``'s section from now on:
+        make-before-break where its plugin allows it and it is running, else stop and start."""
+        spec = self._spec(agent, plugin, version)
+        if self._overlaps(plugin) and self._supervisor.swap(spec):
+            return
+        await self._supervisor.stop(spec.key)
+        self._supervisor.start(spec)
+
+    async def _switch(self, old: Agent | None, new: Agent | None, version: str | None) -> None:
         """Move the actors of one agent from ``old`` to ``new`` (either may be None)."""
         agent_id = (new or old).id  # type: ignore[union-attr]
         before, after = self._running_plugins(old), self._running_plugins(new)
@@ -259,14 +311,20 @@ class Reconciler:
             if t in after and (before[t] != after[t] or self._is_parked((agent_id, t)))
         ]
         start = [t for t in after if t not in before]
-        await self._supervisor.stop_many((agent_id, t) for t in (*stop, *restart))
+        swap = [
+            t for t in restart if self._overlaps(t) and self._supervisor.can_swap((agent_id, t))
+        ]
+        plain = [t for t in restart if t not in swap]
+        await self._supervisor.stop_many((agent_id, t) for t in (*stop, *plain))
         for t in stop:
             self._table.forget((agent_id, t))
         if new is not None:
             self._index.add(new)  # before starting: new actors read the new configuration
             self._on_change(agent_id)
-            for t in (*restart, *start):
-                self._supervisor.start(self._spec_for(new, t))
+            for t in swap:
+                await self._replace(new, t, version)
+            for t in (*plain, *start):
+                self._supervisor.start(self._spec(new, t, version))
             kept = [t for t in after if t not in restart and t not in start]
             fields = {"agent": agent_id}
             if old is None:
@@ -282,7 +340,8 @@ class Reconciler:
                 parts = [
                     f"{verb} {', '.join(ts)}"
                     for verb, ts in (
-                        ("restarting", restart),
+                        ("swapping (make-before-break)", swap),
+                        ("restarting", plain),
                         ("starting", start),
                         ("stopped", stop),
                         ("kept", kept),
@@ -297,16 +356,21 @@ class Reconciler:
                 )
 
     def _is_parked(self, key: tuple[str, str]) -> bool:
+        """Failed for good: the actor, or the newer version that was to replace it."""
         status = self._table.get(key)
-        return status is not None and status.state == ActorState.FAILED
+        if status is None:
+            return False
+        swap = status.swap
+        return status.state == ActorState.FAILED or (
+            swap is not None and swap.state == ActorState.FAILED
+        )
 
-    async def _retry_parked(self, agent: Agent) -> None:
+    async def _retry_parked(self, agent: Agent, version: str | None) -> None:
         """A changed file gives its parked actors another chance, even if their section is
         unchanged (the fix may have been elsewhere, a key in keys/, say)."""
         parked = [t for t in self._running_plugins(agent) if self._is_parked((agent.id, t))]
-        await self._supervisor.stop_many((agent.id, t) for t in parked)
         for t in parked:
-            self._supervisor.start(self._spec_for(agent, t))
+            await self._replace(agent, t, version)
 
     async def _retry_conflicts(self, applied_before: int) -> None:
         """Files refused for a clash with another file may load once something changed."""

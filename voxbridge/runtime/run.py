@@ -3,6 +3,7 @@
     run (signals: INT/TERM stop, HUP rescans)
     └── serve
         ├── monitor               process CPU/RSS, scheduling lag
+        ├── commits               the git commit of each live file version
         ├── watcher               agents.d → reconciler batches
         ├── start-up summary      once every actor is ready or failed its first attempt
         └── actors                one supervised task per enabled plugin of every agent
@@ -71,6 +72,7 @@ async def serve(
     ):
         runtime = Runtime(options, nursery, plugins, http=http)
         nursery.start_soon(runtime.monitor.run)
+        nursery.start_soon(runtime.commits.run)
         if options.listen is not None:
             runtime.status_url = await nursery.start(serve_status, runtime, options.listen)
         await nursery.start(

@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from ..errors import Problem
+from .version import FileVersion
 
 __all__ = [
     "ActorKey",
@@ -28,6 +29,7 @@ __all__ = [
     "Histogram",
     "StateTable",
     "Subscription",
+    "Swap",
 ]
 
 # Seconds: from a fast reload (ms) to a slow LLM answer (a minute).
@@ -67,6 +69,18 @@ class ActorState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Swap:
+    """A newer version of an actor starting beside the running one (make-before-break): it
+    takes over once ready; while it is ``starting`` or in ``backoff`` the old one serves, and
+    if it ``failed`` for good the old one keeps serving ("kept previous version")."""
+
+    version: str | None  # the blob id of the file version it runs
+    state: ActorState
+    error: str | None = None
+    next_retry: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ActorStatus:
     """A snapshot of one actor. Times are wall-clock seconds since the epoch."""
 
@@ -78,6 +92,7 @@ class ActorStatus:
     last_error: str | None = None
     next_retry: float | None = None
     detail: str | None = None  # the plugin's own health note ("webhook answering in 80 ms")
+    swap: Swap | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +152,7 @@ class StateTable:
     _actors: dict[ActorKey, ActorStatus] = field(default_factory=dict)
     _counters: dict[ActorKey, collections.Counter[str]] = field(default_factory=dict)
     _problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+    _versions: dict[str, FileVersion] = field(default_factory=dict)
     _subscribers: set[Subscription] = field(default_factory=set)
     histograms: dict[str, Histogram] = field(default_factory=dict)
     dropped_events: int = 0
@@ -171,6 +187,13 @@ class StateTable:
             self._actors[key] = replace(old, detail=detail)
             self.publish("actor", self._actors[key].as_dict())
 
+    def set_swap(self, key: ActorKey, swap: Swap | None) -> None:
+        """Record how a newer version of a running actor is doing (None: no swap under way)."""
+        old = self._actors.get(key)
+        if old is not None and old.swap != swap:
+            self._actors[key] = replace(old, swap=swap)
+            self.publish("actor", self._actors[key].as_dict())
+
     def forget(self, key: ActorKey) -> None:
         """Drop a stopped actor that no longer exists in any file."""
         self._actors.pop(key, None)
@@ -201,6 +224,20 @@ class StateTable:
 
     def problems(self) -> Mapping[str, tuple[Problem, ...]]:
         return MappingProxyType(self._problems)
+
+    def set_version(self, agent_id: str, version: FileVersion | None) -> None:
+        """Record the live version of an agent's file (None: the agent is gone). Silent: the
+        change it goes with (``agent.loaded``, ``agent.error``) is the event."""
+        if version is None:
+            self._versions.pop(agent_id, None)
+        else:
+            self._versions[agent_id] = version
+
+    def version(self, agent_id: str) -> FileVersion | None:
+        return self._versions.get(agent_id)
+
+    def versions(self) -> Mapping[str, FileVersion]:
+        return MappingProxyType(self._versions)
 
     # --- events ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .access import Access, Guard
 from .metrics import render_metrics
-from .views import actor_view, agent_view, agents_view, web_endpoints
+from .views import actor_view, agent_view, agents_view, version_report, web_endpoints
 
 if TYPE_CHECKING:
     from ..runtime.fleet import Runtime
@@ -50,7 +50,11 @@ def create_app(runtime: Runtime) -> Starlette:
         return JSONResponse({"status": "ready", "agents": len(runtime.index.by_id)})
 
     async def agents(request: Request) -> Response:
-        return JSONResponse({"agents": agents_view(runtime)})
+        body: dict[str, Any] = {"agents": agents_view(runtime)}
+        wanted = request.query_params.get("version")
+        if wanted is not None:
+            body["at_version"] = await version_report(runtime, wanted)
+        return JSONResponse(body)
 
     async def one_agent(request: Request) -> Response:
         agent_id = request.path_params["agent_id"]

@@ -2,7 +2,9 @@
 
 A collector reads the state table at scrape time (nothing is counted twice, nothing is kept in
 step by hand): actors by state, restarts, every per-actor count (one family,
-``voxbridge_actor_counter``, with a ``counter`` label), reloads and their latency, load errors,
+``voxbridge_actor_counter``, with a ``counter`` label), the live version of each agent's file
+(``voxbridge_agent_version_info``, its git blob id and commit as labels) and a rejected one,
+actors kept on their previous version, reloads and their latency, load errors,
 brain latency, each voice stage's latency, open voice sessions, process CPU and RSS, Trio
 scheduling lag, dropped events.
 """
@@ -17,6 +19,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -90,7 +93,29 @@ class _RuntimeCollector(Collector):
                 counted.add_metric([*labels, name], value)
             if "voice_sessions" in counters:
                 sessions.add_metric(labels, counters["voice_sessions"])
-        yield from (up, restarts, messages, brain_errors, counted, sessions)
+        kept = GaugeMetricFamily(
+            "voxbridge_actor_kept_previous_version",
+            "1 while the actor serves its previous version because the new one failed for good",
+            labels=["agent", "plugin"],
+        )
+        for (agent, plugin), status in table.actors().items():
+            swap = status.swap
+            kept.add_metric([agent, plugin], 1 if swap and swap.state == ActorState.FAILED else 0)
+        yield from (up, restarts, messages, brain_errors, counted, sessions, kept)
+
+        live = InfoMetricFamily(
+            "voxbridge_agent_version", "The live version of each agent's file", labels=["agent"]
+        )
+        rejected = InfoMetricFamily(
+            "voxbridge_agent_rejected_version",
+            "A newer version of the agent's file that did not load (the live one runs on)",
+            labels=["agent"],
+        )
+        for agent, version in sorted(table.versions().items()):
+            live.add_metric([agent], {"blob": version.blob, "commit": version.commit or ""})
+            if version.rejected is not None:
+                rejected.add_metric([agent], {"blob": version.rejected.blob or ""})
+        yield from (live, rejected)
 
         yield GaugeMetricFamily("voxbridge_agents", "Agents loaded", value=len(rt.index.by_id))
         yield GaugeMetricFamily(

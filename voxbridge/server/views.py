@@ -1,17 +1,22 @@
-"""The JSON the status server answers with: agents and their actors, as the API shows them."""
+"""The JSON the status server answers with: agents and their actors, as the API shows them,
+and whether the fleet runs a given version (``voxbridge status --wait-for``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from ..plugins.api import WebEndpoints
+from ..runtime.state import ActorState
+from ..runtime.version import is_version
 from ..secrets.crypto import Secret
 
 if TYPE_CHECKING:
     from ..runtime.fleet import Runtime
 
-__all__ = ["actor_view", "agent_view", "agents_view", "web_endpoints"]
+__all__ = ["actor_view", "agent_view", "agents_view", "version_report", "web_endpoints"]
 
 
 def actor_view(runtime: Runtime, agent_id: str, plugin: str) -> dict[str, Any]:
@@ -20,6 +25,9 @@ def actor_view(runtime: Runtime, agent_id: str, plugin: str) -> dict[str, Any]:
         return {"state": "not running"}
     view = status.as_dict()
     del view["agent"], view["plugin"]
+    swap = status.swap
+    # The previous version serves on because the newer one failed for good (make-before-break).
+    view["kept_previous_version"] = swap is not None and swap.state == ActorState.FAILED
     view["counters"] = dict(runtime.table.counters((agent_id, plugin)))
     return view
 
@@ -59,6 +67,7 @@ def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
         "loaded": True,
         "owned": owned,
         "error": problems or None,
+        "version": _version_view(runtime, agent.id),
         "plugins": {
             t: (
                 {"enabled": True, **actor_view(runtime, agent.id, t)}
@@ -68,6 +77,90 @@ def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
             for t, p in agent.plugins.items()
         },
     }
+
+
+def _version_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
+    live = runtime.table.version(agent_id)
+    return None if live is None else live.as_dict()
+
+
+def _short(blob: str | None) -> str:
+    return (blob or "unreadable")[:12]
+
+
+async def version_report(runtime: Runtime, wanted: str) -> dict[str, Any]:
+    """Whether the fleet runs ``wanted``: a commit (every agent whose file it holds runs that
+    file's content there) or a blob id prefix (the agents running that content), with what
+    is still waiting and what was rejected.
+
+    An agent runs a version only when all its actors do: a newer version still starting, or
+    failed beside the previous one (make-before-break), is not there yet.
+    """
+    wanted = wanted.strip().lower()
+    report: dict[str, Any] = {
+        "version": wanted,
+        "commit": None,
+        "done": False,
+        "agents": [],
+        "waiting": [],
+        "rejected": [],
+    }
+    if not is_version(wanted):
+        report["rejected"].append(f"{wanted!r} is not a blob id or a commit (4 to 40 hex digits)")
+        return report
+    git = runtime.commits.git
+    versions = dict(runtime.table.versions())
+    commit = await trio.to_thread.run_sync(git.resolve_commit, wanted)
+    expected: dict[str, str] = {}
+    if commit is not None:
+        report["commit"] = commit
+        names = {agent_id: Path(v.file).name for agent_id, v in versions.items()}
+        at = await trio.to_thread.run_sync(git.blobs_at, commit, sorted(set(names.values())))
+        expected = {a: at[n] for a, n in names.items() if n in at}
+
+    def matches(agent_id: str, blob: str | None) -> bool:
+        if blob is None:
+            return False
+        return blob == expected.get(agent_id) if commit else blob.startswith(wanted)
+
+    for agent_id, live in sorted(versions.items()):
+        if commit is not None and agent_id not in expected:
+            continue  # its file is not in that commit
+        if matches(agent_id, live.blob):
+            pending = [
+                (plugin, s.swap)
+                for (a, plugin), s in runtime.table.actors().items()
+                if a == agent_id and s.swap is not None
+            ]
+            for plugin, swap in pending:
+                if swap.state == ActorState.FAILED:
+                    report["rejected"].append(
+                        f"{agent_id}/{plugin}: kept the previous version: {swap.error}"
+                    )
+                else:
+                    report["waiting"].append(
+                        f"{agent_id}/{plugin}: the new version is {swap.state}"
+                    )
+            if not pending:
+                report["agents"].append(agent_id)
+        elif live.rejected is not None and matches(agent_id, live.rejected.blob):
+            error = live.rejected.errors[0] if live.rejected.errors else "rejected"
+            report["rejected"].append(
+                f"{agent_id}: version {_short(live.rejected.blob)} was rejected: {error}"
+            )
+        elif commit is not None:
+            report["waiting"].append(
+                f"{agent_id}: runs {_short(live.blob)}; {commit[:12]} has "
+                f"{_short(expected[agent_id])}"
+            )
+    if commit is None and not report["agents"] and not report["rejected"] and not report["waiting"]:
+        running = ", ".join(f"{a} {_short(v.blob)}" for a, v in sorted(versions.items()))
+        report["waiting"].append(
+            f"no agent runs {wanted} (not a commit of agents.d's repository, nor a blob any "
+            f"agent runs; live: {running or 'none'})"
+        )
+    report["done"] = not report["waiting"] and not report["rejected"]
+    return report
 
 
 def agents_view(runtime: Runtime) -> list[dict[str, Any]]:

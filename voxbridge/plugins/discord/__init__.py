@@ -51,4 +51,7 @@ PLUGIN = Plugin(
     },
     actor="voxbridge.plugins.discord.bot:run",
     needs={"voice": "voice"},
+    # A changed token: the new bot is online before the old one leaves, and a token Discord
+    # refuses leaves the old one serving.
+    overlap=True,
 )
