@@ -617,3 +617,18 @@ async def test_a_changed_token_is_make_before_break_and_a_bad_one_keeps_the_old_
         )
         await wait_until(rt, lambda: rt.table.get(("a", "discord")).swap is None)  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()
+
+
+def test_only_a_new_token_overlaps_the_old_bot() -> None:
+    """A new token is another bot user: it comes online before the old one leaves. Any other
+    change restarts the bot in place: two sessions of one bot would fight over its voice."""
+    from voxbridge import Secret
+    from voxbridge.config.model import PluginConfig
+    from voxbridge.plugins.discord import PLUGIN
+
+    def section(token: str, channels: list[str]) -> PluginConfig:
+        return PluginConfig("discord", True, {"bot_token": Secret(token), "channels": channels})
+
+    old = section("one", [])
+    assert PLUGIN.overlaps(old, section("two", []))
+    assert not PLUGIN.overlaps(old, section("one", ["880000000000000002"]))

@@ -204,7 +204,10 @@ class Plugin:
     stops only once the new one is ready (make-before-break); if the new one fails for good,
     the old one keeps serving. Right for a bot whose token changed (two sessions can be
     online together), wrong for anything holding an exclusive resource (a port, a lock): the
-    default is to stop the old actor first.
+    default is to stop the old actor first. It may also be a function of the old and the new
+    section, for a plugin whose actors may overlap only for some changes (a Discord bot with a
+    new token is another user; with the same token, two sessions would fight over its voice
+    connection).
     """
 
     name: str
@@ -215,11 +218,15 @@ class Plugin:
     """Keys of this plugin's section that need a top-level section of the agent, with why:
     ``{"voice": "voice"}`` makes ``voxbridge check`` point at ``plugins.<type>.voice`` when the
     agent has no ``voice:`` (a rule JSON Schema cannot say across sections)."""
-    overlap: bool = False
+    overlap: bool | Callable[[PluginConfig, PluginConfig], bool] = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"plugin name {self.name!r} must match {_NAME.pattern}")
+
+    def overlaps(self, old: PluginConfig, new: PluginConfig) -> bool:
+        """Whether an actor running ``old`` may stay while one with ``new`` starts."""
+        return self.overlap(old, new) if callable(self.overlap) else self.overlap
 
     def load_actor(self) -> Actor | None:
         """The actor function, importing it if it was given by name."""

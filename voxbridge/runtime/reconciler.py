@@ -35,7 +35,7 @@ from ..config.load import (
     parse_agent,
     read_agent_bytes,
 )
-from ..config.model import Agent
+from ..config.model import Agent, PluginConfig
 from ..errors import ConfigError, Problem
 from ..plugins.api import Plugin, installed_plugins
 from ..secrets.keys import Keyring
@@ -287,15 +287,19 @@ class Reconciler:
     def _spec(self, agent: Agent, plugin: str, version: str | None) -> ActorSpec:
         return replace(self._spec_for(agent, plugin), version=version)
 
-    def _overlaps(self, plugin: str) -> bool:
+    def _overlaps(self, agent: Agent, plugin: str) -> bool:
+        """Whether the running actor may stay until one with ``agent``'s section is ready."""
         found = (self._plugins or installed_plugins()).get(plugin)
-        return found is not None and found.overlap
+        serving = self._supervisor.serving((agent.id, plugin))
+        if found is None or serving is None or not isinstance(serving.config, PluginConfig):
+            return False
+        return found.overlaps(serving.config, agent.plugins[plugin])
 
     async def _replace(self, agent: Agent, plugin: str, version: str | None) -> None:
         """Run the actor ``(agent, plugin)`` with ``agent``'s section from now on:
         make-before-break where its plugin allows it and it is running, else stop and start."""
         spec = self._spec(agent, plugin, version)
-        if self._overlaps(plugin) and self._supervisor.swap(spec):
+        if self._overlaps(agent, plugin) and self._supervisor.swap(spec):
             return
         await self._supervisor.stop(spec.key)
         self._supervisor.start(spec)
@@ -312,7 +316,11 @@ class Reconciler:
         ]
         start = [t for t in after if t not in before]
         swap = [
-            t for t in restart if self._overlaps(t) and self._supervisor.can_swap((agent_id, t))
+            t
+            for t in restart
+            if new is not None
+            and self._overlaps(new, t)
+            and self._supervisor.can_swap((agent_id, t))
         ]
         plain = [t for t in restart if t not in swap]
         await self._supervisor.stop_many((agent_id, t) for t in (*stop, *plain))

@@ -174,6 +174,11 @@ class Supervisor:
         )
         self._nursery.start_soon(self._supervise, handle, name=f"actor {spec.key}")
 
+    def serving(self, key: ActorKey) -> ActorSpec | None:
+        """The spec of the actor that owns ``key`` now (not a newer one starting beside it)."""
+        handle = self._handles.get(key)
+        return handle.spec if handle is not None else None
+
     def can_swap(self, key: ActorKey) -> bool:
         """Whether the actor is running, so a newer version could start beside it."""
         status = self._table.get(key)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from ...config.model import PluginConfig
 from ..api import Plugin
+
+
+def _new_token(old: PluginConfig, new: PluginConfig) -> bool:
+    """A changed token: the new bot is online before the old one leaves, and a token Discord
+    refuses leaves the old one serving. Any other change restarts the bot in place: two sessions
+    of one bot would fight over its voice connection."""
+    return bool(old.settings.get("bot_token") != new.settings.get("bot_token"))
+
 
 __all__ = ["PLUGIN"]
 
@@ -51,7 +60,5 @@ PLUGIN = Plugin(
     },
     actor="voxbridge.plugins.discord.bot:run",
     needs={"voice": "voice"},
-    # A changed token: the new bot is online before the old one leaves, and a token Discord
-    # refuses leaves the old one serving.
-    overlap=True,
+    overlap=_new_token,
 )
