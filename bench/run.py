@@ -27,6 +27,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import discord_voice
 import load_files
 import message_path
 import runtime as runtime_bench
@@ -108,6 +109,7 @@ def main() -> None:
     r.update(trio.run(voice.measure, 3 if quick else 20))
     r.update(voice.vad_streams(2.0 if quick else 6.0))
     r.update(voice.engines())
+    r.update(trio.run(discord_voice.measure, 5 if quick else 20, 8.0 if quick else 20.0))
     r["bench_seconds"] = time.monotonic() - started
 
     print(
@@ -209,6 +211,20 @@ def main() -> None:
             f"{r['vad_streams_per_core']:.0f}",
             f"a model per stream {r['vad_streams_per_core_unbatched']:.0f}",
             "goal ≥ 100",
+        ),
+        (
+            "Discord voice: receiving one speaker (% of a core)",
+            f"{r['discord_voice_rx_cpu_per_speaker_pct']:.1f}",
+            f"in the call, silent {r['discord_voice_idle_cpu_pct']:.1f}",
+            "goal ≤ 3",
+        ),
+        (
+            "Discord voice: last packet in → first packet out, less end_of_turn and the fakes, "
+            "p50 / p95 (ms)",
+            f"{r['discord_voice_added_latency_p50_ms']:.1f} / "
+            f"{r['discord_voice_added_latency_p95_ms']:.1f}",
+            f"after the turn was detected {r['discord_voice_after_turn_p50_ms']:.1f}",
+            "goal p95 ≤ 40",
         ),
         (
             "offline engines: espeak-ng ms per speech second; pocketsphinx RTF",

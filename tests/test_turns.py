@@ -5,6 +5,8 @@ is exercised in the voice pipeline tests with espeak-ng speech."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from tests.voice_fakes import LoudnessVAD, silence, tone
 from voxbridge.config.model import VADConfig
 from voxbridge.voice.audio import FRAME_SAMPLES, RATE
@@ -64,3 +66,33 @@ async def test_frames_of_any_size_give_the_same_turns() -> None:
     odd_events = await feed(TurnDetector(LoudnessVAD(), CONFIG), audio, step=333)
     assert whole == framed == odd_events
     assert [type(e) for e in whole] == [SpeechStarted, Utterance] * 2
+
+
+class _LingeringVAD(LoudnessVAD):
+    """A model that, like Silero, goes on believing in speech for a while after it stops."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self._linger = 0
+
+    async def probability(self, window: np.ndarray) -> float:
+        self.asked += 1
+        loud = await super().probability(window)
+        self._linger = 4 if loud else max(0, self._linger - 1)
+        return 1.0 if loud or self._linger else 0.0
+
+
+async def test_digital_silence_is_no_speech_without_asking_the_model() -> None:
+    """Discord's silence frames and filled-in gaps are exact zeros: no model time, and the turn
+    ends end_of_turn after the speech, not after the model's fading belief."""
+    vad = _LingeringVAD()
+    events = await feed(TurnDetector(vad, CONFIG), tone(1.0) + bytes(2 * RATE))
+    _, utterance = events
+    assert isinstance(utterance, Utterance)
+    assert 1.0 + 0.6 <= utterance.at <= 1.0 + 0.6 + 0.033
+    assert vad.asked == round(1.0 * RATE / 512 + 0.5)  # only the tone's windows
+    # The same silence as faint noise: the model is asked, and its lingering delays the end.
+    noise = (np.random.default_rng(1).normal(0, 30, 2 * RATE)).astype("<i2").tobytes()
+    lingering = _LingeringVAD()
+    _, late = await feed(TurnDetector(lingering, CONFIG), tone(1.0) + noise)
+    assert isinstance(late, Utterance) and late.at >= utterance.at + 0.09  # 3 windows

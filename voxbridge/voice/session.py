@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -155,9 +155,18 @@ class VoiceSession:
     async def listen(self, frames: trio.MemoryReceiveChannel[bytes], speaker: Speaker) -> None:
         """Hear one speaker until ``frames`` (16 kHz ``s16le``) ends; several may listen at
         once, each with their own voice activity detection."""
+        ear = self.ear(speaker)
+        async for frame in frames:
+            await ear(frame)
+
+    def ear(self, speaker: Speaker) -> Callable[[bytes], Awaitable[None]]:
+        """What hears one speaker: call it with each of their frames (16 kHz ``s16le``), in
+        order. For a channel that makes frames in a task of its own: no hop between tasks."""
         detector = TurnDetector(self._new_vad(), self.config.vad)
         over_the_agent = False  # this utterance began while the agent had the turn
-        async for frame in frames:
+
+        async def hear(frame: bytes) -> None:
+            nonlocal over_the_agent
             for event in await detector.push(frame):
                 if isinstance(event, SpeechStarted):
                     over_the_agent = self._turn is not None
@@ -172,6 +181,8 @@ class VoiceSession:
                     self.utterances += 1
                 except trio.WouldBlock:
                     self._count("voice_ignored", 1)
+
+        return hear
 
     async def _barge_in(self) -> None:
         assert self._turn is not None

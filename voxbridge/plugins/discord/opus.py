@@ -2,9 +2,14 @@
 
 A fresh Linux machine has no libopus, and disnake looks only for a system one. PyAV's wheel
 bundles a complete libopus (encoder, decoder, packet loss concealment, in-band FEC), so
-:func:`load` points disnake at it. :class:`Decoder` replaces ``disnake.opus.Decoder.decode``,
-which sizes its buffer by the packet's channel count while a stereo decoder always writes two
-channels: a mono packet (Discord's silence frame is one) overflows the heap.
+:func:`load` points disnake at it.
+
+:class:`Decoder` decodes straight to the pipeline's 16 kHz mono: Discord sends 48 kHz stereo,
+and libopus renders any stream at any of its rates and channel counts itself, for less than
+decoding it whole and then mixing down and resampling (a third of a speaker's receive cost,
+measured). It also replaces ``disnake.opus.Decoder.decode``, which sizes its buffer by the
+packet's channel count while the decoder writes its own: a mono packet into a stereo decoder
+(Discord's silence frame is one) overflows the heap.
 """
 
 from __future__ import annotations
@@ -14,14 +19,13 @@ import functools
 from pathlib import Path
 
 import disnake.opus
-import numpy as np
 
-__all__ = ["CHANNELS", "FRAME", "RATE", "Decoder", "OpusUnavailable", "load"]
+__all__ = ["RATE", "Decoder", "OpusUnavailable", "load"]
 
-RATE = 48_000
-CHANNELS = 2
-FRAME = 960
-"""Samples per channel in one 20 ms frame."""
+RATE = 16_000
+"""The rate decoded to (the voice pipeline's), mono."""
+_FRAME = RATE // 50  # samples in 20 ms
+_MOST = RATE // 10  # samples in 120 ms, the longest Opus packet
 
 
 class OpusUnavailable(RuntimeError):
@@ -60,22 +64,27 @@ def load() -> None:
         )
 
 
+class _Mono16k(disnake.opus.Decoder):
+    SAMPLING_RATE = RATE  # read by disnake when it creates the decoder's state
+    CHANNELS = 1
+
+
 class Decoder:
-    """One speaker's Opus decoder: 48 kHz stereo, as ``int16`` arrays of shape (samples, 2)."""
+    """One speaker's Opus decoder, to ``s16le`` mono at :data:`RATE`."""
 
     def __init__(self) -> None:
         load()
-        self._decoder = disnake.opus.Decoder()
-        self._pcm = (ctypes.c_int16 * (RATE // 10 * CHANNELS))()  # room for 120 ms, Opus's most
+        self._decoder = _Mono16k()
+        self._pcm = (ctypes.c_int16 * _MOST)()
 
-    def decode(self, packet: bytes) -> np.ndarray:
+    def decode(self, packet: bytes) -> bytes:
         """Decode one packet."""
         return self._run(packet, self._samples(packet), fec=False)
 
-    def recover(self, following: bytes | None) -> np.ndarray:
+    def recover(self, following: bytes | None) -> bytes:
         """One frame in place of a lost packet: from the forward error correction data carried
         in ``following`` when that packet has arrived, else concealed (PLC)."""
-        return self._run(following, FRAME, fec=following is not None)
+        return self._run(following, _FRAME, fec=following is not None)
 
     @staticmethod
     def _samples(packet: bytes) -> int:
@@ -84,8 +93,8 @@ class Decoder:
         per_frame: int = lib.opus_packet_get_samples_per_frame(packet, RATE)
         return max(0, frames) * per_frame
 
-    def _run(self, packet: bytes | None, samples: int, *, fec: bool) -> np.ndarray:
-        samples = min(samples, RATE // 10) or FRAME
+    def _run(self, packet: bytes | None, samples: int, *, fec: bool) -> bytes:
+        samples = min(samples, _MOST) or _FRAME
         try:
             got: int = disnake.opus._lib.opus_decode(
                 self._decoder._state,
@@ -96,6 +105,5 @@ class Decoder:
                 int(fec),
             )
         except disnake.opus.OpusError:  # a corrupt packet: its time passes as silence
-            return np.zeros((samples, CHANNELS), np.int16)
-        pcm = np.frombuffer(memoryview(self._pcm).cast("B"), np.int16, got * CHANNELS)
-        return pcm.reshape(got, CHANNELS).copy()
+            return bytes(2 * samples)
+        return bytes(memoryview(self._pcm).cast("B")[: 2 * got])

@@ -149,13 +149,12 @@ class Room:
             return
         entry = self._speakers.get(user_id)
         if entry is None:
-            send, frames = trio.open_memory_channel[bytes](50)
             voice = self._ctx.agent.voice
             tail = voice.vad.end_of_turn + 0.5 if voice else 1.0
             speaker = Speaker(str(user_id), name, attributed=True)
-            entry = self._speakers[user_id] = (SpeakerStream(send, tail=tail), speaker)
-            self._nursery.start_soon(entry[0].run)
-            self._nursery.start_soon(self._session.listen, frames, speaker)
+            stream = SpeakerStream(self._session.ear(speaker), tail=tail)
+            entry = self._speakers[user_id] = (stream, speaker)
+            self._nursery.start_soon(stream.run)
         self._last_heard[user_id] = time.monotonic()
         entry[0].push(packet)
 

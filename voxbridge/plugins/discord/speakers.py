@@ -9,18 +9,18 @@ frames), over UDP: packets can arrive late, out of order or not at all. :class:`
 - drops what arrives after its place was filled, and restarts on a jump (a new burst);
 - after the last packet, goes on producing silence in real time for ``tail`` seconds, because
   a turn ends on heard silence and Discord sends none; then it sleeps until the next packet;
-- decodes with the speaker's own Opus decoder (48 kHz stereo), mixes down and resamples.
+- decodes with the speaker's own Opus decoder, straight to 16 kHz mono (:mod:`.opus`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 
-import numpy as np
 import trio
 
-from ...voice.audio import FRAME_BYTES, FRAME_SECONDS, Resampler
-from .opus import RATE, Decoder
+from ...voice.audio import FRAME_BYTES, FRAME_SECONDS
+from .opus import Decoder
 from .rtp import Packet
 
 __all__ = ["IDLE_AFTER", "REORDER_WAIT", "SpeakerStream"]
@@ -32,10 +32,10 @@ _SEQ = 1 << 16
 
 
 class SpeakerStream:
-    """Turns one speaker's packets, pushed as they arrive, into frames sent to ``out``."""
+    """Turns one speaker's packets, pushed as they arrive, into frames for ``hear``."""
 
-    def __init__(self, out: trio.MemorySendChannel[bytes], *, tail: float) -> None:
-        self._out = out
+    def __init__(self, hear: Callable[[bytes], Awaitable[None]], *, tail: float) -> None:
+        self._hear = hear
         self._tail_frames = math.ceil(tail / FRAME_SECONDS)
         self._buffer: dict[int, Packet] = {}  # by extended sequence number
         self._next: int | None = None  # the extended sequence number due next
@@ -43,7 +43,6 @@ class SpeakerStream:
         self._news = False  # something arrived since the last _wait
         self._closed = False
         self._decoder = Decoder()
-        self._resample = Resampler(RATE, 16_000)
         self._pending = bytearray()
         self.counters = {"frames": 0, "recovered": 0, "late": 0}
         self._reported = dict(self.counters)
@@ -74,21 +73,24 @@ class SpeakerStream:
         self._arrived.set()
 
     async def run(self) -> None:
-        """Produce frames until :meth:`close`; closes ``out``."""
-        async with self._out:
-            while not self._closed:
-                if self._buffer:
-                    await self._release()
-                else:
-                    await self._pause()
-            self._next = None
-            await self._emit_silence(self._tail_frames)  # no pacing: nobody is talking
+        """Produce frames until :meth:`close`."""
+        while not self._closed:
+            if self._buffer:
+                await self._release()
+            else:
+                await self._pause()
+        self._next = None
+        await self._emit_silence(self._tail_frames)  # no pacing: nobody is talking
 
     async def _wait(self, seconds: float) -> bool:
         """Wait for a packet (or :meth:`close`); whether one came within ``seconds``."""
+        return await self._wait_until(trio.current_time() + seconds)
+
+    async def _wait_until(self, deadline: float) -> bool:
+        """Wait for a packet (or :meth:`close`); whether one came before ``deadline``."""
         if not self._news:
             self._arrived = trio.Event()
-            with trio.move_on_after(seconds):
+            with trio.move_on_at(deadline):
                 await self._arrived.wait()
         came, self._news = self._news, False
         return came
@@ -110,14 +112,16 @@ class SpeakerStream:
     async def _pause(self) -> None:
         """No packet is waiting: the speaker paused. Silence counts toward the end of their turn
         only as it passes, so it is made in real time, then not at all."""
-        if self._next is None or await self._wait(IDLE_AFTER):
+        paused = trio.current_time()
+        if self._next is None or await self._wait_until(paused + IDLE_AFTER):
             if self._next is None:
                 await self._wait(math.inf)
             return
         made = round(IDLE_AFTER / FRAME_SECONDS)
         await self._emit_silence(made)
         while made < self._tail_frames:
-            if await self._wait(FRAME_SECONDS):
+            # On the clock, not after each frame: the end of a turn must not drift late.
+            if await self._wait_until(paused + (made + 1) * FRAME_SECONDS):
                 return
             await self._emit_silence(1)
             made += 1
@@ -125,13 +129,12 @@ class SpeakerStream:
 
     async def _emit_silence(self, frames: int) -> None:
         for _ in range(frames):
-            await self._out.send(bytes(FRAME_BYTES))
+            await self._hear(bytes(FRAME_BYTES))
 
-    async def _emit(self, stereo: np.ndarray) -> None:
-        mono = (stereo.astype(np.int32).sum(axis=1) // 2).astype(np.int16)
-        self._pending += self._resample(mono.tobytes())
+    async def _emit(self, pcm: bytes) -> None:
+        self._pending += pcm  # whole 20 ms frames, but for a packet of another length
         while len(self._pending) >= FRAME_BYTES:
             frame = bytes(self._pending[:FRAME_BYTES])
             del self._pending[:FRAME_BYTES]
             self.counters["frames"] += 1
-            await self._out.send(frame)
+            await self._hear(frame)

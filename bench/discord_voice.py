@@ -1,0 +1,178 @@
+"""Benchmark: Discord voice (issue 12) — what a listening speaker costs, and what voxbridge adds
+between the end of someone's speech and the first packet of the answer.
+
+``voxbridge run`` is a subprocess whose agent sits in a voice channel of the Discord-compatible
+test server (tests/fake_discord.py with its voice gateway, UDP and DAVE), with an OpenAI-compatible
+speech server and LLM faked in this process at fixed latencies (STT, LLM first words, TTS first
+audio: 50 ms each). A fake person speaks espeak-ng speech into the channel in real time,
+Opus-encoded and DAVE- and transport-encrypted as Discord's clients and SFU do.
+
+* rx CPU per speaker: the subprocess's CPU time (user + system, every thread) while one person
+  talks without pause, less the same time in the call with nobody talking, as % of one core.
+  The speech recognizer hears nothing ("") so no answer is made: what is left is receiving —
+  UDP, transport decryption, DAVE decryption, the jitter buffer, Opus decoding, resampling, VAD.
+* added latency: per turn, the last RTP packet of the question (Discord's five silence frames
+  included) → the first RTP packet of the answer, as seen by the fake; less the fakes' 150 ms and
+  less the silence the turn detector waits for by design (``end_of_turn`` minus the 100 ms of
+  silence frames, which count toward it). Beside it, the server's own measure of the part after
+  the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
+
+    python bench/discord_voice.py [--turns 20] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import free_port, pct, voxbridge, wait_ready
+
+from tests.fake_brains import FakeLLM, Plan, start_fake
+from tests.fake_discord import FakeDiscord
+from tests.fake_speech import FakeOpenAIAudio
+from tests.speech_samples import say
+from voxbridge.secrets.crypto import seal
+from voxbridge.secrets.keys import generate_key_pair
+
+MS = 1000.0
+FAKE = 0.05  # each fake's own latency: STT, LLM first words, TTS first audio
+END_OF_TURN = 0.6
+SILENCE_FRAMES = 0.1  # Discord's five silence frames after speech count toward end_of_turn
+GUILD, TEXT, VOICE = 900000000000000001, 900000000000000002, 900000000000000003
+BOT, PERSON = 901, 902
+QUESTION = "what is the weather like today"
+TALK = [
+    "what is the weather like today",
+    "and tomorrow morning in the city",
+    "tell me about the trains to the coast",
+    "is it going to rain on the weekend",
+]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _agent(root: Path, discord: FakeDiscord, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
+    public = generate_key_pair(root / "keys", "bench")
+    token = seal("bench-token", public.key, "plugins.discord.bot_token")
+    base = f"'{speech.base_url}/v1'"
+    (root / "agents.d").mkdir()
+    (root / "agents.d" / "talker.yaml").write_text(
+        f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
+        f"voice:\n  stt: {{provider: openai, base_url: {base}, model: whisper}}\n"
+        f"  tts: {{provider: openai, base_url: {base}, model: kokoro, sample_rate: 24000}}\n"
+        f"  vad: {{end_of_turn: {END_OF_TURN}s}}\n"
+        f"plugins:\n  discord:\n    bot_token: {token}\n"
+        f"    voice: {{channels: ['{VOICE}']}}\n"
+    )
+
+
+async def _quiet(discord: FakeDiscord, seconds: float = 0.5) -> None:
+    """Until the bot has sent nothing for ``seconds``."""
+    voice = discord.voice
+    while True:
+        mark = voice.mark()
+        await trio.sleep(seconds)
+        if not voice.received(BOT, since=mark):
+            return
+
+
+async def _first_audio_sum(http: httpx.AsyncClient) -> float:
+    """The server's own measure: end of turn → first audio out, summed over turns so far."""
+    text = (await http.get("/metrics")).text
+    found = re.search(r"^voxbridge_voice_first_audio_seconds_sum (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def measure(turns: int, seconds: float) -> dict[str, float]:
+    discord = FakeDiscord()
+    discord.add_guild(GUILD, "Guild", [TEXT], voice_channel_ids=[VOICE])
+    discord.add_bot("bench-token", user_id=BOT, name="Talker")
+    llm = FakeLLM(Plan([{"chunks": ["Sure thing."], "delay": FAKE}]))
+    speech = FakeOpenAIAudio(
+        stt=Plan([{"text": QUESTION, "delay": FAKE}]),
+        tts=Plan([{"seconds": 0.3, "delay": FAKE, "chunk": 4800}]),
+    )
+    question = say(QUESTION, pad=0.0)  # a client sends only while its user speaks
+    talk = b"".join(say(line, pad=0.1) for line in TALK)
+    latencies: list[float] = []
+    server: list[float] = []  # end of turn (as the turn detector saw it) → first frame out
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(discord.serve)
+            await start_fake(nursery, llm)
+            await start_fake(nursery, speech)  # type: ignore[arg-type]
+            _agent(root, discord, llm, speech)
+            port = free_port()
+            args = ["--discord-api-base", discord.base_url, "--listen", f"127.0.0.1:{port}"]
+            args += ["--discord-ca-file", str(discord.voice.ca_file)]
+            url = f"http://127.0.0.1:{port}"
+            async with voxbridge(root, *args) as proc, httpx.AsyncClient(base_url=url) as http:
+                await wait_ready(url)
+                await discord.wait_until(lambda: discord.connected("bench-token"), limit_s=60)
+                await discord.join_voice(PERSON, VOICE, name="Person")
+                await discord.voice.wait_for_dave(BOT, limit_s=60)
+                for n in range(turns + 1):  # the first warms up
+                    before = await _first_audio_sum(http)
+                    await discord.voice.speak(PERSON, question)
+                    ended = discord.voice.mark()
+                    await discord.voice.wait_for_audio(BOT, 0.02, limit_s=30, since=ended)
+                    first = discord.voice.first_packet_after(BOT, ended)
+                    assert first is not None
+                    await _quiet(discord)
+                    if n:
+                        latencies.append(first.at - ended)
+                        server.append(await _first_audio_sum(http) - before)
+
+                speech.stt = Plan([{"text": ""}])  # heard, but nothing to answer
+                await _quiet(discord)
+                idle_before = _cpu_seconds(proc.pid)
+                await trio.sleep(seconds)
+                idle = _cpu_seconds(proc.pid) - idle_before
+                talking_before = _cpu_seconds(proc.pid)
+                spoken = 0.0
+                while spoken < seconds:
+                    await discord.voice.speak(PERSON, talk)
+                    spoken += len(talk) / 2 / 16_000 + 0.1
+                talking = _cpu_seconds(proc.pid) - talking_before
+            nursery.cancel_scope.cancel()
+    by_design = END_OF_TURN - SILENCE_FRAMES + 3 * FAKE
+    added = [x - by_design for x in latencies]
+    return {
+        "discord_voice_rx_cpu_per_speaker_pct": 100 * (talking / spoken - idle / seconds),
+        "discord_voice_idle_cpu_pct": 100 * idle / seconds,
+        "discord_voice_added_latency_p50_ms": MS * statistics.median(added),
+        "discord_voice_added_latency_p95_ms": MS * pct(added, 95),
+        "discord_voice_after_turn_p50_ms": MS * (statistics.median(server) - 3 * FAKE),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    result = trio.run(measure, args.turns, args.seconds)
+    for key, value in result.items():
+        print(f"{key}: {value:.2f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
