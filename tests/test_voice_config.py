@@ -88,6 +88,6 @@ def test_discord_voice_channels_need_the_voice_section(keyring: Keyring, public:
     ]
     agent = parse_agent("voice: {}\n" + section, "a.yaml", "a", keyring)
     assert agent.plugins["discord"].settings["voice"] == {
-        "channels": ["123456789012345678"],
+        "channels": ("123456789012345678",),
         "follow": False,
     }
