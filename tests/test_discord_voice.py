@@ -97,18 +97,23 @@ def _loudness(pcm: bytes) -> float:
 async def test_two_people_take_turns_and_each_answer_is_attributed_and_audible(
     tmp_path: Path,
 ) -> None:
+    """Bob joins after Ann's first question: the call's DAVE group changes epoch mid-conversation,
+    and both are still heard (and hear the agent) afterwards."""
     rig = Rig(
         tmp_path,
-        stt=Plan([{"text": "what time is it"}, {"text": "and the weather"}]),
+        stt=Plan([{"text": "what time is it"}, {"text": "and the weather"}, {"text": "thanks"}]),
         tts=Plan([{"seconds": 1.0}]),
     )
     async with trio.open_nursery() as nursery:
         await rig.start(nursery)
-        await rig.in_call(ANN, BOB)
+        await rig.in_call(ANN)
         voice = rig.discord.voice
-        for n, (who, question) in enumerate(
-            [(ANN, "what time is it"), (BOB, "and the weather")], start=1
-        ):
+        turns = [(ANN, "what time is it"), (BOB, "and the weather"), (ANN, "thanks")]
+        for n, (who, question) in enumerate(turns, start=1):
+            if who == BOB and n == 2:
+                epoch = voice.epoch(VOICE)
+                await rig.in_call(BOB)
+                assert voice.epoch(VOICE) > epoch
             mark = voice.mark()
             await voice.speak(who, say(question))
             await rig.llm.wait_requests(n, limit_s=20)
@@ -116,7 +121,7 @@ async def test_two_people_take_turns_and_each_answer_is_attributed_and_audible(
             answer = voice.received_pcm(BOT, since=mark)
             assert _loudness(answer) > 1000  # the tone the fake TTS made, through Opus
             assert voice.bot_frames_are_e2ee(BOT, since=mark)
-        assert rig.asked() == ["Ann: what time is it", "Bob: and the weather"]
+        assert rig.asked() == ["Ann: what time is it", "Bob: and the weather", "Ann: thanks"]
         # The second question carries the first exchange: the history says who said what.
         second = [m["content"] for m in rig.llm.requests[1]["messages"]]
         assert "Ann: what time is it" in second and "Hello to you." in second
