@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import free_port, pct, voxbridge, wait_ready
+from voice import write_agent
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.fake_discord import FakeDiscord
@@ -67,18 +68,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _agent(root: Path, discord: FakeDiscord, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
+def _agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
     public = generate_key_pair(root / "keys", "bench")
     token = seal("bench-token", public.key, "plugins.discord.bot_token")
-    base = f"'{speech.base_url}/v1'"
-    (root / "agents.d").mkdir()
-    (root / "agents.d" / "talker.yaml").write_text(
-        f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
-        f"voice:\n  stt: {{provider: openai, base_url: {base}, model: whisper}}\n"
-        f"  tts: {{provider: openai, base_url: {base}, model: kokoro, sample_rate: 24000}}\n"
+    write_agent(
+        root,
+        llm,
+        speech,
         f"  vad: {{end_of_turn: {END_OF_TURN}s}}\n"
         f"plugins:\n  discord:\n    bot_token: {token}\n"
-        f"    voice: {{channels: ['{VOICE}']}}\n"
+        f"    voice: {{channels: ['{VOICE}']}}\n",
     )
 
 
@@ -118,7 +117,7 @@ async def measure(turns: int, seconds: float) -> dict[str, float]:
             await nursery.start(discord.serve)
             await start_fake(nursery, llm)
             await start_fake(nursery, speech)  # type: ignore[arg-type]
-            _agent(root, discord, llm, speech)
+            _agent(root, llm, speech)
             port = free_port()
             args = ["--discord-api-base", discord.base_url, "--listen", f"127.0.0.1:{port}"]
             args += ["--discord-ca-file", str(discord.voice.ca_file)]

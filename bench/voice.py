@@ -83,14 +83,15 @@ class _Client:
         return float(found.group(1)) if found else 0.0
 
 
-def _agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
+def write_agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio, rest: str) -> None:
+    """agents.d/talker.yaml: thinking with ``llm``, hearing and speaking through ``speech``,
+    then ``rest`` (more of the voice section, and the plugins)."""
     base = f"'{speech.base_url}/v1'"
     (root / "agents.d").mkdir()
     (root / "agents.d" / "talker.yaml").write_text(
         f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
         f"voice:\n  stt: {{provider: openai, base_url: {base}, model: whisper}}\n"
-        f"  tts: {{provider: openai, base_url: {base}, model: kokoro, sample_rate: 24000}}\n"
-        "plugins:\n  web: {}\n"
+        f"  tts: {{provider: openai, base_url: {base}, model: kokoro, sample_rate: 24000}}\n" + rest
     )
 
 
@@ -111,7 +112,7 @@ async def _turns(turns: int) -> dict[str, list[float]]:
         async with trio.open_nursery() as nursery:
             await start_fake(nursery, llm)
             await start_fake(nursery, speech)  # type: ignore[arg-type]
-            _agent(root, llm, speech)
+            write_agent(root, llm, speech, "plugins:\n  web: {}\n")
             async with voxbridge(root, "--listen", f"127.0.0.1:{port}"):
                 await wait_ready(f"http://127.0.0.1:{port}")
                 url = f"ws://127.0.0.1:{port}/api/agents/talker/voice"

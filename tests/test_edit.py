@@ -91,6 +91,26 @@ def assert_copy_gone(tmp_path: Path) -> None:
         assert not Path(path).exists() and not Path(path).parent.exists()
 
 
+def _editing(tmp_path: Path, env: dict[str, str], *, output: bool) -> subprocess.Popen[str]:
+    """``voxbridge edit`` in its own session (as from a terminal), once its editor is open;
+    ``output``: its stdout and stderr are kept (else dropped: nobody reads a killed one's)."""
+    out = subprocess.PIPE if output else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxbridge", "edit", "agents.d/support.yaml"],
+        cwd=tmp_path,
+        env=env,
+        stdout=out,
+        stderr=out,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "log").exists() or not (tmp_path / "log").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    return proc
+
+
 def test_valid_edit_keeps_unchanged_ciphertexts(
     setup: tuple[Path, dict[str, str]], cli: CliRunner, tmp_path: Path
 ) -> None:
@@ -182,19 +202,7 @@ def test_interrupted_edit_removes_the_copy(
     agent, env = setup
     before = agent.read_text()
     actions(tmp_path, "sleep")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voxbridge", "edit", "agents.d/support.yaml"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "log").exists() or not (tmp_path / "log").read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = _editing(tmp_path, env, output=True)
     # Ctrl-C reaches the whole foreground process group, editor included; SIGTERM only us.
     os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
@@ -219,18 +227,7 @@ def test_a_copy_left_by_a_killed_edit_is_removed_by_the_next_run(
     env["XDG_RUNTIME_DIR"] = str(ram := tmp_path / "run")
     ram.mkdir(mode=0o700)
     actions(tmp_path, "sleep", "prompt")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voxbridge", "edit", "agents.d/support.yaml"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "log").exists() or not (tmp_path / "log").read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = _editing(tmp_path, env, output=False)
     os.killpg(proc.pid, signal.SIGKILL)  # voxbridge and its editor
     proc.wait(timeout=20)
     [[copy, _, _]] = copies(tmp_path)
