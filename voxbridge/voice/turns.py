@@ -109,9 +109,13 @@ class TurnDetector:
                 self._speech, self._voiced = [], 0.0
             return []
         self._speech.append(chunk)
-        self._silence = (
-            self._silence + self._window_s if p < config.threshold - _HYSTERESIS else 0.0
-        )
+        if p < config.threshold - _HYSTERESIS:
+            self._silence += self._window_s
+        else:
+            # Speech, unless it ends in digital silence (where Discord's silence frames begin):
+            # that much of the silence is counted already, not from the next window on.
+            voiced = np.flatnonzero(window)
+            self._silence = (len(window) - 1 - int(voiced[-1])) / RATE if voiced.size else 0.0
         if self._silence + 1e-9 >= config.end_of_turn:
             return [self._finish(now, cut=False)]
         if len(self._speech) * self._window_s + 1e-9 >= config.max_utterance:
