@@ -10,11 +10,11 @@ Opus-encoded and DAVE- and transport-encrypted as Discord's clients and SFU do.
 * rx CPU per speaker: the subprocess's CPU time (user + system, every thread) while one person
   talks without pause, less the same time in the call with nobody talking, as % of one core.
   The speech recognizer hears nothing ("") so no answer is made: what is left is receiving —
-  UDP, transport decryption, DAVE decryption, the jitter buffer, Opus decoding, resampling, VAD.
+  UDP, transport decryption, DAVE decryption, the jitter buffer, Opus decoding (to 16 kHz), VAD.
 * added latency: per turn, the last RTP packet of the question (Discord's five silence frames
   included) → the first RTP packet of the answer, as seen by the fake; less the fakes' 150 ms and
-  less the silence the turn detector waits for by design (``end_of_turn`` minus the 100 ms of
-  silence frames, which count toward it). Beside it, the server's own measure of the part after
+  less the silence the turn detector waits for by design (``end_of_turn`` minus the 80 ms the
+  silence frames took to arrive, which count toward it). Beside it, the server's own measure of the part after
   the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
 
     python bench/discord_voice.py [--turns 20] [--seconds 20]
@@ -50,7 +50,10 @@ from voxbridge.secrets.keys import generate_key_pair
 MS = 1000.0
 FAKE = 0.05  # each fake's own latency: STT, LLM first words, TTS first audio
 END_OF_TURN = 0.6
-SILENCE_FRAMES = 0.1  # Discord's five silence frames after speech count toward end_of_turn
+# Discord's five silence frames after speech count toward end_of_turn. The fake sends each
+# packet at the start of its 20 ms (a client, once it is encoded: at the end), so on its clock
+# the last one arrives 80 ms after the silence began.
+SILENCE_FRAMES = 0.08
 GUILD, TEXT, VOICE = 900000000000000001, 900000000000000002, 900000000000000003
 BOT, PERSON = 901, 902
 QUESTION = "what is the weather like today"
