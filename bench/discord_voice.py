@@ -14,8 +14,8 @@ Opus-encoded and DAVE- and transport-encrypted as Discord's clients and SFU do.
 * added latency: per turn, the last RTP packet of the question (Discord's five silence frames
   included) → the first RTP packet of the answer, as seen by the fake; less the fakes' 150 ms and
   less the silence the turn detector waits for by design (``end_of_turn`` minus the 80 ms the
-  silence frames took to arrive, which count toward it). Beside it, the server's own measure of the part after
-  the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
+  silence frames took to arrive, which count toward it). Beside it, the server's own measure of
+  the part after the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
 
     python bench/discord_voice.py [--turns 20] [--seconds 20]
 """
