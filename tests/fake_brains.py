@@ -51,6 +51,7 @@ class _Recorder:
     requests: list[dict[str, Any]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     """``time.perf_counter()`` at each request's arrival."""
+    headers: list[dict[str, str]] = field(default_factory=list)
     _arrived: trio.Event = field(default_factory=trio.Event)
 
     def record(self, body: dict[str, Any]) -> None:
@@ -58,6 +59,13 @@ class _Recorder:
         self.requests.append(body)
         self._arrived.set()
         self._arrived = trio.Event()
+
+    async def take_json(self, request: Request, **extra: Any) -> dict[str, Any]:
+        """Record a JSON request (its body with ``extra``, and its headers); the body."""
+        body: dict[str, Any] = await request.json()
+        self.headers.append(dict(request.headers))
+        self.record(extra | body)
+        return body
 
     async def wait_requests(self, count: int, limit_s: float = 10.0) -> None:
         """Wait until ``count`` requests have arrived."""
@@ -79,7 +87,6 @@ class FakeLLM(_Recorder):
     """
 
     plan: Plan = field(default_factory=Plan)
-    headers: list[dict[str, str]] = field(default_factory=list)
     stream_ok: bool = True
     base_url: str = ""
     first_chunk_at: list[float] = field(default_factory=list)
@@ -110,10 +117,7 @@ class _Endpoint:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         fake = self.fake
-        request = Request(scope, receive)
-        body = await request.json()
-        fake.headers.append(dict(request.headers))
-        fake.record(body)
+        body = await fake.take_json(Request(scope, receive))
         step = fake.plan.next()
         if step.get("delay"):
             await trio.sleep(step["delay"])

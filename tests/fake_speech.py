@@ -51,7 +51,6 @@ class FakeOpenAIAudio(_Recorder):
     tts: Plan = field(default_factory=lambda: Plan([{"seconds": 0.5}]))
     rate: int = 24_000
     uploads: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
     base_url: str = ""
 
     def app(self) -> Starlette:
@@ -85,10 +84,7 @@ class _Speech:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         fake = self.fake
-        request = Request(scope, receive)
-        body = await request.json()
-        fake.headers.append(dict(request.headers))
-        fake.record({"kind": "tts"} | body)
+        await fake.take_json(Request(scope, receive), kind="tts")
         step = fake.tts.next()
         if step.get("status", 200) != 200:
             await JSONResponse({"error": "planned"}, status_code=step["status"])(
