@@ -6,10 +6,10 @@ bundles a complete libopus (encoder, decoder, packet loss concealment, in-band F
 
 :class:`Decoder` decodes straight to the pipeline's 16 kHz mono: Discord sends 48 kHz stereo,
 and libopus renders any stream at any of its rates and channel counts itself, for less than
-decoding it whole and then mixing down and resampling (a fifth less CPU in the Trio thread for
-one speaker, measured). It also replaces ``disnake.opus.Decoder.decode``, which sizes its buffer by the
-packet's channel count while the decoder writes its own: a mono packet into a stereo decoder
-(Discord's silence frame is one) overflows the heap.
+decoding it whole and then mixing down and resampling (a fifth less CPU in the Trio thread
+for one speaker, measured). It also replaces ``disnake.opus.Decoder.decode``, which sizes its
+buffer by the packet's channel count while the decoder writes its own: a mono packet into a
+stereo decoder (Discord's silence frame is one) overflows the heap.
 """
 
 from __future__ import annotations
