@@ -7,6 +7,8 @@
     │   └── KeyPermissionError      exit 77  a private key is readable by group or others
     ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
     ├── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
+    ├── StoreError                  exit 1   the memory store cannot be opened or reached
+    │   └── StateDirBusy            exit 75  another voxbridge runs on the same state directory
     ├── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
     └── BrainError                  (actors) the LLM or n8n could not answer one message
 
@@ -28,12 +30,15 @@ __all__ = [
     "KeysError",
     "PermanentFailure",
     "Problem",
+    "StateDirBusy",
+    "StoreError",
     "UsageError",
     "VoxbridgeError",
     "WriteError",
 ]
 
 EX_USAGE = 2
+EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
 
@@ -104,6 +109,19 @@ class DecryptError(VoxbridgeError):
 class WriteError(VoxbridgeError):
     """Raised when a file cannot be replaced (disk full, read-only directory); the original
     file is left exactly as it was."""
+
+
+class StoreError(VoxbridgeError):
+    """Raised when the memory store cannot be opened or reached (a database URL that does not
+    parse, a state directory that cannot be written, a driver that is missing). Once the
+    runtime runs, a store that fails is not an error but *degraded*: agents keep answering."""
+
+
+class StateDirBusy(StoreError):
+    """Raised when another voxbridge process already runs on the same ``--state-dir``: two
+    would write one memory and one set of selections. Try again once it has stopped."""
+
+    exit_code = EX_TEMPFAIL
 
 
 class PermanentFailure(VoxbridgeError):
