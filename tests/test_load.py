@@ -128,7 +128,7 @@ def test_same_config_compares_equal_despite_new_ciphertext(
         ),
         (
             "restart:\n  max: 5 minutes\n",
-            "a.yaml:2:8: restart.max: expected a duration: 500ms, 30s, 5m, 1h, or a number of seconds;"
+            "a.yaml:2:8: restart.max: expected a duration: 500ms, 30s, 5m, 1h, 90d, or a number of seconds;"
             " found '5 minutes'",
         ),
         (

@@ -21,6 +21,7 @@ from ..errors import BrainError
 from .llm import Emit, LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient
+from .notes import notes
 
 __all__ = ["Answer", "Think", "think"]
 
@@ -92,10 +93,12 @@ async def think(
     http: httpx.AsyncClient,
     n8n: N8nClient | None = None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    facts: Sequence[str] = (),
 ) -> AsyncIterator[Answer]:
     """The agent's answer to ``message``, as a stream (``history`` ends with the message).
 
-    ``n8n`` is the agent's running n8n client, if it has one.
+    ``n8n`` is the agent's running n8n client, if it has one. ``facts``: what the agent
+    remembers of the person (added to the system message; n8n gets them as ``facts``).
 
     Cancellation: leaving the block, or being cancelled inside it, cancels the brain's request
     at once; the consumer's own exception goes on unchanged.
@@ -103,7 +106,7 @@ async def think(
     send, receive = trio.open_memory_channel[str | BrainError](_BUFFER)
     answer = Answer(receive)
     failure: BaseException | None = None
-    asked = _Asked(agent, message, history, http, n8n, logger)
+    asked = _Asked(agent, message, history, http, n8n, logger, tuple(facts))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_produce, send, asked)
         try:
@@ -125,6 +128,13 @@ class _Asked:
     http: httpx.AsyncClient
     n8n: N8nClient | None
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    facts: tuple[str, ...] = ()
+
+    def system_prompt(self) -> str:
+        """The agent's prompt, then what it remembers of the person."""
+        prompt = reveal(self.agent.system_prompt)
+        remembered = notes(self.facts)
+        return f"{prompt}\n\n{remembered}".strip() if remembered else prompt
 
 
 async def _produce(send: trio.MemorySendChannel[str | BrainError], asked: _Asked) -> None:
@@ -148,11 +158,11 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
     if mode == "primary":
         if n8n is None:
             raise BrainError("the n8n plugin (mode: primary) is not running")
-        return await n8n.ask(agent, message, history)
+        return await n8n.ask(agent, message, history, asked.facts)
     if agent.llm is None:
         if n8n is None:
             raise BrainError("this agent has no brain: give it an llm section or an n8n plugin")
-        return await n8n.ask(agent, message, history)
+        return await n8n.ask(agent, message, history, asked.facts)
     delivered = False
 
     async def counted(delta: str) -> None:
@@ -163,7 +173,7 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
     try:
         whole = await LLMClient(asked.http).stream(
             agent.llm,
-            reveal(agent.system_prompt),
+            asked.system_prompt(),
             history,
             counted,
             where=f"llm.base_url in {agent.where('llm')}",
@@ -176,5 +186,5 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
         if n8n is None or delivered:
             raise
         asked.logger.warning("⚠️ LLM failed (%s); asking n8n instead", exc)
-        return await n8n.ask(agent, message, history)
+        return await n8n.ask(agent, message, history, asked.facts)
     return None

@@ -15,7 +15,7 @@ import logging
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
@@ -24,7 +24,7 @@ import trio
 from disnake.ext import commands
 from disnake.interactions import ApplicationCommandInteraction
 
-from ...brain import Conversation, Message
+from ...brain import Message
 from ...config.model import reveal
 from ...errors import BrainError, PermanentFailure, VoxbridgeError
 from ..aio import run_on_loop, to_trio
@@ -64,7 +64,6 @@ class _Incoming:
 @dataclass(eq=False)
 class _Channel:
     inbox: trio.MemorySendChannel[_Incoming]
-    conversation: Conversation = field(default_factory=Conversation)
 
 
 def _from_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -407,36 +406,44 @@ class _ReplySink:
 
 async def _answer(ctx: Context, state: _Channel, item: _Incoming, background: trio.Nursery) -> None:
     agent = ctx.agent
-    turns = state.conversation.context(agent.history, item.text)
+    place = f"discord:{item.channel_id}"  # a channel, a thread or a DM: each its own
+    person = f"discord:{item.author_id}"
+    conversation = await ctx.memory.conversation(place)
+    exchange = await conversation.ask(item.text, person=person, name=item.author_name)
+    turns = exchange.context(agent.history)
     message = Message(
-        session_id=f"discord:{item.channel_id}",
+        session_id=place,
         user_id=str(item.author_id),
         username=item.author_name,
         text=item.text,
+        person=person,
     )
     started = trio.current_time()
     typing = trio.CancelScope()
     sink = _ReplySink(item.message, typing)
     failure: VoxbridgeError | disnake.HTTPException | None = None
-    async with trio.open_nursery() as nursery:
+    said, complete = "", False
+    try:
+        async with trio.open_nursery() as nursery:
 
-        async def show_typing() -> None:
-            with typing:
-                await _typing(item.message)
+            async def show_typing() -> None:
+                with typing:
+                    await _typing(item.message)
 
-        nursery.start_soon(show_typing)
-        try:
-            async with ctx.think(message, turns) as answer:
-                try:
-                    reply = await stream_to(sink, answer)
-                finally:
-                    if answer.text.strip():
-                        state.conversation.record(item.text, answer.text, cut=not answer.done)
-            failure = reply.failure
-            background.start_soon(_settle, ctx, reply)
-        except (BrainError, disnake.HTTPException) as exc:
-            failure = exc
-        typing.cancel()
+            nursery.start_soon(show_typing)
+            try:
+                async with ctx.think(message, turns) as answer:
+                    try:
+                        reply = await stream_to(sink, answer)
+                    finally:
+                        said, complete = answer.text, answer.done
+                failure = reply.failure
+                background.start_soon(_settle, ctx, reply)
+            except (BrainError, disnake.HTTPException) as exc:
+                failure = exc
+            typing.cancel()
+    finally:
+        exchange.answered(said, cut=bool(said.strip()) and not complete)
     if sink.first_post_at is not None:
         ctx.observe("first_text", sink.first_post_at - started)
     ctx.observe("brain", trio.current_time() - started)
