@@ -8,9 +8,9 @@ from voxbridge.memory import Conversation
 
 async def test_a_conversation_keeps_what_was_said_and_marks_cut_answers() -> None:
     talk = Conversation()
-    (await talk.ask("hi")).answered("hello there ")
-    (await talk.ask("tell me a story")).answered("Once upon a", cut=True)
-    (await talk.ask("are you there?")).answered("")  # the brain failed: only the question stays
+    (talk.ask("hi")).answered("hello there ")
+    (talk.ask("tell me a story")).answered("Once upon a", cut=True)
+    (talk.ask("are you there?")).answered("")  # the brain failed: only the question stays
     assert talk.turns == (
         Turn("user", "hi"),
         Turn("assistant", "hello there"),
@@ -18,7 +18,7 @@ async def test_a_conversation_keeps_what_was_said_and_marks_cut_answers() -> Non
         Turn("assistant", "Once upon a…"),
         Turn("user", "are you there?"),
     )
-    following = await talk.ask("next")
+    following = talk.ask("next")
     assert following.context(2) == [
         Turn("assistant", "Once upon a…"),
         Turn("user", "are you there?"),
@@ -29,8 +29,8 @@ async def test_a_conversation_keeps_what_was_said_and_marks_cut_answers() -> Non
 
 async def test_answers_follow_their_own_question_when_two_are_answered_at_once() -> None:
     talk = Conversation()
-    ann = await talk.ask("Ann: what is 2+2?")
-    bob = await talk.ask("Bob: and the capital of France?")
+    ann = talk.ask("Ann: what is 2+2?")
+    bob = talk.ask("Bob: and the capital of France?")
     # Bob's question is shown what came before it, not what comes after.
     assert bob.context(10) == [Turn("user", "Ann: what is 2+2?"), Turn("user", bob.question)]
     bob.answered("Paris.")

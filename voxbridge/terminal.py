@@ -24,7 +24,7 @@ from typing import TextIO
 import httpx
 import trio
 
-from .brain import Answer, Message, N8nClient, Think, Turn, think
+from .brain import Answer, Message, N8nClient, Ready, Think, Turn, think
 from .config.load import agent_files, load_agent_file
 from .config.model import Agent
 from .errors import BrainError, UsageError
@@ -79,10 +79,19 @@ def local_think(agent: Agent, http: httpx.AsyncClient, memory: AgentMemory) -> T
     is remembered of the person recalled into the answer), without a runtime."""
 
     @contextlib.asynccontextmanager
-    async def answer(message: Message, history: Sequence[Turn]) -> AsyncIterator[Answer]:
+    async def answer(
+        message: Message, history: Sequence[Turn], *, stored: Ready | None = None
+    ) -> AsyncIterator[Answer]:
         facts = await memory.recall(message.person, message.text)
         async with think(
-            agent, message, history, http=http, n8n=n8n_of(agent, http), logger=log, facts=facts
+            agent,
+            message,
+            history,
+            http=http,
+            n8n=n8n_of(agent, http),
+            logger=log,
+            facts=facts,
+            before_first=stored,
         ) as stream:
             yield stream
 
@@ -108,7 +117,7 @@ class _Terminal:
         """Stream the answer to ``text``; False if the brain failed."""
         user = getpass.getuser()
         person = f"terminal:{user}"
-        exchange = await self.conversation.ask(text, person=person, name=user)
+        exchange = self.conversation.ask(text, person=person, name=user)
         message = Message(self.conversation.place, user, user, text, person=person)
         turns = exchange.context(self.agent.history)
         if self.tty:
@@ -118,7 +127,7 @@ class _Terminal:
             self.answering = scope
             try:
                 async with local_think(self.agent, self.http, self.memory)(
-                    message, turns
+                    message, turns, stored=exchange.stored
                 ) as answer:
                     held = ""  # whitespace at the end waits for more text: none trails
                     try:

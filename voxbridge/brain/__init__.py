@@ -3,9 +3,9 @@
 Every channel that answers — Discord text, the web chat, the terminal, voice — consumes the same
 stream::
 
-    exchange = await conversation.ask(message.text, person=..., name=...)   # voxbridge.memory
+    exchange = conversation.ask(message.text, person=..., name=...)   # voxbridge.memory
     async with think(agent, message, exchange.context(agent.history), http=http, n8n=n8n,
-                     facts=recalled) as answer:
+                     facts=recalled, before_first=exchange.stored) as answer:
         async for delta in answer:
             ...                       # show it as it comes
     exchange.answered(answer.text, cut=not answer.done)
@@ -13,7 +13,7 @@ stream::
 Leaving the block (or being cancelled) closes the HTTP request at once.
 """
 
-from .answer import Answer, Think, think
+from .answer import Answer, Ready, Think, think
 from .llm import LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient, parse_n8n
@@ -25,6 +25,7 @@ __all__ = [
     "LLMClient",
     "Message",
     "N8nClient",
+    "Ready",
     "Think",
     "Turn",
     "parse_n8n",

@@ -4,15 +4,19 @@ in the process and, through the store, on disk.
 Every channel that answers uses it the same way::
 
     conversation = await ctx.memory.conversation("discord:1234")
-    exchange = await conversation.ask(text, person="discord:42", name="Ann")
-    async with ctx.think(message, exchange.context(agent.history)) as answer:
+    exchange = conversation.ask(text, person="discord:42", name="Ann")
+    turns = exchange.context(agent.history)
+    async with ctx.think(message, turns, stored=exchange.stored) as answer:
         ...
     exchange.answered(answer.text, cut=not answer.done)
 
-``ask`` records the question at once (a crash mid-answer keeps it) after waiting for the
-conversation's previous writes to be committed; ``answered`` records the answer. Answers are
-ordered after their own question, not after whatever was said in between, so a conversation
-where two people were answered at once reads as whole exchanges.
+``ask`` records the question and queues its write; ``stored`` waits until it — and so every
+turn of the conversation before it — is committed, and the brain awaits it before handing out
+the answer's first words (the request goes out at once: the commit overlaps the brain's time).
+So a turn is committed before the next message is answered, and a crash mid-answer keeps the
+question. ``answered`` records the answer. Answers are ordered after their own question, not
+after whatever was said in between, so a conversation where two people were answered at once
+reads as whole exchanges.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ CUT_MARK = "…"
 KEEP = 2000
 """Turns held in the process per conversation: twice the schema's largest ``history``."""
 COMMIT_WAIT = 2.0
-"""Seconds a question waits for the conversation's previous turns to be committed."""
+"""Seconds an answer waits, at most, for its question to be committed (while the store is
+healthy; a failing store is not waited for)."""
 
 
 class Journal(Protocol):
@@ -63,6 +68,16 @@ class Exchange:
         return self.conversation.context(history, self)
 
     closed: bool = False
+    seq: int = 0
+    """The question's write (0: not written: the conversation lives in the process only)."""
+
+    async def stored(self) -> None:
+        """Wait, briefly and only while the store is healthy, until the question (and every
+        turn of the conversation before it) is committed."""
+        journal = self.conversation.journal
+        if journal is not None and self.seq:
+            with trio.move_on_after(COMMIT_WAIT):
+                await journal.committed(self.seq)
 
     def answered(self, text: str, *, cut: bool = False) -> None:
         """Record the answer as far as it reached the person (once: later calls do nothing). A
@@ -97,12 +112,12 @@ class Conversation:
         """How many turns were asked of the store (None: none were)."""
         self.partial = partial
         """Loaded while the store was failing: the turns before are missing."""
-        self._journal = journal
+        self.journal = journal
+        """Where turns are written (None: in the process only)."""
         self._learn = learn
         self._clock = clock or time.time
         self._keys: list[tuple[int, int]] = []
         self._turns: list[Turn] = []
-        self._last_write = 0
         self.busy = 0
         """Exchanges asked and not answered yet (the registry keeps such a conversation)."""
         for turn in turns:
@@ -116,7 +131,7 @@ class Conversation:
     @property
     def durable(self) -> bool:
         """Whether turns are written to the store."""
-        return self._journal is not None
+        return self.journal is not None
 
     def _insert(self, key: tuple[int, int], turn: Turn) -> None:
         at = bisect.bisect(self._keys, key)
@@ -127,22 +142,15 @@ class Conversation:
         if len(self._keys) > KEEP:
             del self._keys[0], self._turns[0]
 
-    def _record(self, turn: StoredTurn) -> None:
+    def _record(self, turn: StoredTurn) -> int:
+        """Hold ``turn`` and queue its write; the write's sequence number (0: none)."""
         self._insert((turn.exchange, turn.part), Turn(turn.role, turn.text))
-        if self._journal is not None:
-            self._last_write = self._journal.put(AddTurn(turn))
+        return self.journal.put(AddTurn(turn)) if self.journal is not None else 0
 
-    async def ask(
-        self, text: str, *, person: str | None = None, name: str | None = None
-    ) -> Exchange:
-        """Record a question (committed in the background) and return its exchange. Waits,
-        briefly and only while the store is healthy, for the conversation's earlier turns to
-        be committed."""
-        if self._journal is not None and self._last_write:
-            with trio.move_on_after(COMMIT_WAIT):
-                await self._journal.committed(self._last_write)
+    def ask(self, text: str, *, person: str | None = None, name: str | None = None) -> Exchange:
+        """Record a question (its write queued: see :meth:`Exchange.stored`); its exchange."""
         exchange = Exchange(self, new_exchange(), text, person, name)
-        self._record(
+        exchange.seq = self._record(
             StoredTurn(
                 self.agent, self.place, exchange.number, QUESTION, text, self._clock(), person, name
             )

@@ -57,6 +57,7 @@ class MemoryService:
         agents: Callable[[], Mapping[str, Agent]],
         http: Callable[[], httpx.AsyncClient],
         observe: Observe = lambda *_args, **_kw: None,
+        on_health: Callable[[Health], None] = lambda _health: None,
     ) -> None:
         self.location = location
         self._agents = agents
@@ -68,6 +69,7 @@ class MemoryService:
                 location.shown,
                 observe=self._observe_fine,
                 on_forgotten=self._forgotten,
+                on_health=on_health,
             )
             if location is not None
             else None

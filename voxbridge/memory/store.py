@@ -1,14 +1,15 @@
-"""The store as the runtime sees it: a backend reached from worker threads, writes batched.
+"""The store as the runtime sees it: writes handed to a thread of their own, reads in worker
+threads, and how memory is doing.
 
     Store.run
-    ├── open        the backend, in a thread; retried with backoff until it opens
-    ├── write loop  everything queued → one transaction; retried while the store is down
-    └── epoch       notices what another process forgot (voxbridge memory … forget)
+    ├── writer thread   opens the store, commits what is queued in batches, retries a failing
+    │                   store, moves a damaged database aside, runs forget and expiry (.writer)
+    └── epoch           notices what another process forgot (voxbridge memory … forget)
 
-Writes are queued at once and committed by one task, many in one transaction when several
-arrive together (that keeps the p95 low under load); :meth:`Store.committed` waits for one.
-A conversation waits for its own last write before it answers its next message — the
-promise that a turn is committed before the next message of that conversation is answered.
+Writes are queued at once and committed in the background, many in one transaction when they
+arrive together; :meth:`Store.committed` waits for one. A conversation waits for its own last
+write before it answers its next message — the promise that a turn is committed before the next
+message of that conversation is answered.
 
 When the store fails (a full disk, a server down, a damaged file) memory is *degraded*: writes
 stay queued and are retried with backoff, reads answer with nothing, nobody waits for a commit,
@@ -26,10 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from .backend import AddTurn, Backend, StoreFault, Write
 from .records import StoredTurn
+from .writer import Job, Queued, Writer
 
 __all__ = ["FINE_BUCKETS", "Health", "Store"]
 
@@ -44,7 +47,8 @@ MAX_BATCH = 500  # writes in one transaction
 MAX_QUEUE = 100_000  # writes held while the store is down; beyond, the oldest are lost
 READERS = 2  # reads at once (the SQLite backend has two reader connections)
 EPOCH_EVERY = 2.0  # seconds between two looks for another process's forgetting
-_BACKOFF = (0.5, 30.0)  # first and longest wait between two tries of a failing store
+BACKOFF = (0.5, 30.0)  # first and longest wait between two tries of a failing store
+STOP_WAIT = 10.0  # seconds the writer gets to finish (a commit, a connection attempt) at exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +83,6 @@ class Health:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Queued:
-    seq: int
-    write: Write
-    at: float
-
-
 Opener = Callable[[], tuple[Backend, str | None]]
 """Opens the backend (blocking); returns it and a notice (a damaged file moved aside)."""
 
@@ -100,18 +97,22 @@ class Store:
         *,
         observe: Callable[[str, float], None] = lambda _name, _s: None,
         on_forgotten: Callable[[], None] = lambda: None,
+        on_health: Callable[[Health], None] = lambda _health: None,
+        max_queue: int = MAX_QUEUE,
     ) -> None:
         self._opener = opener
         self._shown = shown
         self._observe = observe
         self._on_forgotten = on_forgotten
+        self._on_health = on_health
+        self._max_queue = max_queue
         self.backend: Backend | None = None
-        self._queue: collections.deque[_Queued] = collections.deque()
+        """The open backend, for reads (the writer thread owns its writing connection)."""
+        self._writer: Writer | None = None
+        self._waiting: collections.deque[Queued] = collections.deque()  # queued, not committed
         self._queued = 0  # the last sequence number given out
         self._committed = 0  # every write up to this one is committed (or lost)
         self._progress = trio.Event()  # set (and replaced) at each commit or change of health
-        self._wake = trio.Event()
-        self._write_lock = trio.Lock()  # the backend's one writer: batches, forget, expiry
         self._readers = trio.CapacityLimiter(READERS)
         self._state = "starting"
         self._fault: StoreFault | None = None
@@ -126,10 +127,13 @@ class Store:
     # --- health --------------------------------------------------------------------------------
 
     def health(self) -> Health:
+        self._sync()
         detail = str(self._fault) if self._fault is not None else None
         if self._state == "starting" and detail is None:
             detail = "opening the store"
-        return Health(self._shown, self._state, detail, len(self._queue), self._lost, self._notice)
+        return Health(
+            self._shown, self._state, detail, len(self._waiting), self._lost, self._notice
+        )
 
     @property
     def ok(self) -> bool:
@@ -139,117 +143,103 @@ class Store:
         self._progress.set()
         self._progress = trio.Event()
 
-    def _failed(self, fault: StoreFault, doing: str) -> None:
-        if self._fault is None or self._fault.kind != fault.kind or self._state == "ok":
+    def _on_failed(self, fault: StoreFault, doing: str) -> None:
+        """(From the writer, or a read.) An operation failed: memory is degraded."""
+        if doing == "opening":
+            self._tried.set()
+        told = (
+            self._state == "degraded" and self._fault is not None and self._fault.kind == fault.kind
+        )
+        if not told:
             log.error("❌ memory degraded (%s): %s — agents answer on without it", doing, fault)
         self._fault, self._failing = fault, doing
         self._state = "degraded"
         self._changed()
+        if not told:
+            self._on_health(self.health())
 
     def _healed(self) -> None:
         if self._state != "ok":
-            was = "opened" if self._state == "starting" else "back"
             if self._fault is not None:
                 log.info(
-                    "✅ memory is %s: %s (%d writes waiting)", was, self._shown, len(self._queue)
+                    "✅ memory is back: %s (%d writes waiting)", self._shown, len(self._waiting)
                 )
             self._state, self._fault, self._failing = "ok", None, ""
             self._changed()
+            self._on_health(self.health())
 
-    # --- running -------------------------------------------------------------------------------
+    def _on_opened(self, backend: Backend, notice: str | None) -> None:
+        """(From the writer.) The store is open."""
+        self.backend = backend
+        if notice:
+            self._notice = notice
+        self._healed()
+        self._tried.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Open the store, then write what is queued, until cancelled. Reports started at once:
-        nothing waits for the store to open (memory is degraded until it does)."""
-        task_status.started()
-        try:
-            await self._open()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_epoch)
-                await self._write_loop()
-        finally:
-            backend, self.backend = self.backend, None
-            if backend is not None:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(backend.close)
+    def _on_committed(self) -> None:
+        """(From the writer.) A write someone waits for is committed."""
+        self._sync()
+        self._changed()
 
-    async def opened(self) -> bool:
-        """Wait for the first try to open the store to end; whether the store is open."""
-        await self._tried.wait()
-        return self.backend is not None
-
-    async def _open(self) -> None:
-        delay = _BACKOFF[0]
-        while True:
-            try:
-                backend, notice = await trio.to_thread.run_sync(self._opener)
-            except StoreFault as fault:
-                self._failed(fault, "opening")
-                self._tried.set()
-                await trio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF[1])
-                continue
-            self.backend = backend
-            if notice:
-                self._notice = notice
-            self._healed()
-            self._tried.set()
+    def _sync(self) -> None:
+        """Catch up with the writer: what it committed, how long each write took."""
+        writer = self._writer
+        if writer is None:
             return
+        last = writer.committed
+        if last > self._committed:
+            while self._waiting and self._waiting[0].seq <= last:
+                self._waiting.popleft()
+            self._committed = last
+            if self._failing in ("writing", "opening"):
+                self._healed()
+        while writer.latencies:
+            latency = writer.latencies.popleft()
+            self.write_latencies.append(latency)
+            self._observe("memory_write", latency)
 
-    async def _write_loop(self) -> None:
-        delay = _BACKOFF[0]
-        while True:
-            if not self._queue:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                continue
-            batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]
-            try:
-                async with self._write_lock:
-                    await self._call(self._write_batch, [q.write for q in batch])
-            except StoreFault as fault:
-                self._failed(fault, "writing")
-                if fault.kind == "corrupt":
-                    await self._replace()
-                await trio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF[1])
-                continue
-            delay = _BACKOFF[0]
-            now = trio.current_time()
-            for queued in batch:
-                if self._queue and self._queue[0] is queued:
-                    self._queue.popleft()
-                latency = now - queued.at
-                self.write_latencies.append(latency)
-                self._observe("memory_write", latency)
-            self._committed = max(self._committed, batch[-1].seq)
-            self._healed()
-            self._changed()
-
-    def _write_batch(self, writes: list[Write]) -> None:
-        assert self.backend is not None
-        self.backend.write(writes)
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self.backend is None:
-            raise StoreFault("unreachable", "the store is not open yet")
-        return await trio.to_thread.run_sync(fn, *args)
-
-    async def _replace(self) -> None:
-        """A damaged database: moved aside (by the backend, never deleted), a fresh one opened."""
-        backend, self.backend = self.backend, None
-        if backend is None:
-            return
-        aside = await trio.to_thread.run_sync(backend.discard)
-        if aside is None:
-            self.backend = backend  # a server's database: not ours to replace; retried
-            return
+    def _on_replaced(self, aside: str) -> None:
+        """(From the writer.) A damaged database was moved aside; a fresh one is opening."""
+        self.backend = None
         self._notice = (
             f"the memory database was damaged: moved aside to {aside}; a fresh one was started "
             "(what it held is in the old file)"
         )
         log.error("❌ %s", self._notice)
-        await self._open()
+        self._on_health(self.health())
+
+    # --- running -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the writer thread (it opens the store) and watch for forgetting, until
+        cancelled. Reports started at once: nothing waits for the store to open (memory is
+        degraded until it does). On the way out, what is queued is committed if the store
+        lets it within a bound."""
+        token = trio.lowlevel.current_trio_token()
+        writer = Writer(self._opener, _Reports(self), token, max_batch=MAX_BATCH, backoff=BACKOFF)
+        for queued in self._waiting:  # queued before the store ran
+            writer.submit(queued)
+
+        def ended(_result: outcome.Outcome[None]) -> None:
+            token.run_sync_soon(writer.done.set)
+
+        trio.lowlevel.start_thread_soon(writer.serve, ended, name="voxbridge-memory-writer")
+        self._writer = writer
+        task_status.started()
+        try:
+            await self._watch_epoch()
+        finally:
+            self.backend = None
+            writer.stop()
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_WAIT):
+                await writer.done.wait()
+            self._sync()
+            self._writer = None
+
+    async def opened(self) -> bool:
+        """Wait for the first try to open the store to end; whether the store is open."""
+        await self._tried.wait()
+        return self.backend is not None
 
     async def _watch_epoch(self) -> None:
         while True:
@@ -266,81 +256,131 @@ class Store:
 
     def put(self, write: Write) -> int:
         """Queue ``write``; its sequence number (for :meth:`committed`). Never blocks."""
+        self._sync()
         self._queued += 1
-        self._queue.append(_Queued(self._queued, write, trio.current_time()))
-        if len(self._queue) > MAX_QUEUE:
-            lost = self._queue.popleft()
+        queued = Queued(self._queued, write)
+        self._waiting.append(queued)
+        if self._writer is not None:
+            self._writer.submit(queued)
+        if len(self._waiting) > self._max_queue:
+            lost = self._waiting.popleft()
             self._committed = max(self._committed, lost.seq)
+            if self._writer is not None:
+                self._writer.drop_upto(lost.seq)
             self._lost += 1
             if self._lost == 1 or self._lost % 1000 == 0:
                 log.error(
-                    "❌ memory lost %d write(s): the store has been down too long (%s)",
+                    "❌ memory lost %d write(s): more than %d were waiting for the store (%s)",
                     self._lost,
-                    self._fault,
+                    self._max_queue,
+                    self._fault or "it is not keeping up",
                 )
-        self._wake.set()
         return self._queued
 
     async def committed(self, seq: int) -> bool:
         """Wait until write ``seq`` is committed; False at once while memory is degraded (no
         one waits for a store that is down), or when it becomes so."""
-        while self._committed < seq:
+        while True:
+            self._sync()
+            if self._committed >= seq:
+                return True
             if self._state == "degraded":
                 return False
+            writer = self._writer
+            if writer is not None:
+                writer.wanted = seq  # then look again: the writer may have just committed it
+                if writer.committed >= seq:
+                    continue
             await self._progress.wait()
-        return True
+
+    async def healthy(self) -> None:
+        """Wait until the store works (again)."""
+        while self._state != "ok":
+            await self._progress.wait()
 
     async def flush(self) -> int:
-        """Wait until everything queued so far is committed, or memory is not ok; how many
+        """Wait until everything queued so far is committed, or memory is degraded; how many
         writes are still waiting (0: all are in the store)."""
         await self.committed(self._queued)
-        return len(self._queue)
+        return len(self._waiting)
 
     def pending(self, agent: str, place: str) -> list[StoredTurn]:
         """Turns of a conversation not committed yet (a conversation loaded while the store is
         down still shows them)."""
+        self._sync()
         return [
             q.write.turn
-            for q in self._queue
+            for q in self._waiting
             if isinstance(q.write, AddTurn)
             and q.write.turn.agent == agent
             and q.write.turn.place == place
         ]
 
+    async def _job(self, job: Callable[[Callable[[outcome.Outcome[Any]], None]], Job]) -> Any:
+        writer = self._writer
+        if writer is None:
+            raise StoreFault("unreachable", "the store is not running")
+        done = trio.Event()
+        box: list[outcome.Outcome[Any]] = []
+
+        def deliver(result: outcome.Outcome[Any]) -> None:
+            box.append(result)
+            done.set()
+
+        writer.job(job(deliver))
+        with trio.CancelScope(shield=True):  # a change runs to its end once it has started
+            await done.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return box[0].unwrap()
+
     async def change(self, fn: Callable[[Backend], T]) -> T:
-        """Run a change that is not a queued write (forget, expiry) as the backend's one writer.
+        """Run a change that is not a queued write (forget, expiry) on the writer's connection,
+        after the writes queued before it.
 
         Raises:
-            StoreFault: it failed (memory is then degraded).
+            StoreFault: it failed, or the store is not open (memory is then degraded).
         """
-        async with self._write_lock:
-            try:
-                return await self._call(fn, self.backend)
-            except StoreFault as fault:
-                self._failed(fault, "changing")
-                raise
+        result: T = await self._job(lambda deliver: Job(fn, deliver))
+        return result
 
     # --- reading -------------------------------------------------------------------------------
 
     async def read(self, fn: Callable[[Backend], T], *, default: T) -> T:
         """``fn(backend)`` in a worker thread; ``default`` when it fails (memory is then
         degraded), when the store is not open, or when it is unreachable (no one waits seconds
-        for a server that is down: the write loop notices when it is back)."""
-        if self.backend is None or (self._fault is not None and self._fault.kind == "unreachable"):
-            return default
+        for a server that is down: the writer notices when it is back)."""
         backend = self.backend
+        if backend is None or (self._fault is not None and self._fault.kind == "unreachable"):
+            return default
         async with self._readers:
             started = time.perf_counter()
             try:
                 result = await trio.to_thread.run_sync(fn, backend)
             except StoreFault as fault:
-                self._failed(fault, "reading")
+                self._on_failed(fault, "reading")
                 if fault.kind == "corrupt":
-                    async with self._write_lock:
-                        if self.backend is backend:
-                            await self._replace()
+                    await self._job(lambda deliver: Job(lambda _b: None, deliver, damaged=backend))
                 return default
             self._observe("memory_read", time.perf_counter() - started)
             if self._failing == "reading":
                 self._healed()
             return result
+
+
+class _Reports:
+    """The writer's reports, delivered to the store (on the Trio thread)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def opened(self, backend: Backend, notice: str | None) -> None:
+        self._store._on_opened(backend, notice)
+
+    def failed(self, fault: StoreFault, doing: str) -> None:
+        self._store._on_failed(fault, doing)
+
+    def committed(self) -> None:
+        self._store._on_committed()
+
+    def replaced(self, aside: str) -> None:
+        self._store._on_replaced(aside)

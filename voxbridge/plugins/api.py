@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import httpx
 import trio
 
-from ..brain import Answer, Message, N8nClient, Turn, think
+from ..brain import Answer, Message, N8nClient, Ready, Turn, think
 from ..config.model import Agent, PluginConfig
 from ..memory import AgentMemory
 
@@ -168,15 +168,18 @@ class Context:
             self.fleet.provide(self.agent_id, self.plugin, None)
 
     def think(
-        self, message: Message, history: Sequence[Turn]
+        self, message: Message, history: Sequence[Turn], *, stored: Ready | None = None
     ) -> contextlib.AbstractAsyncContextManager[Answer]:
         """The agent's answer to ``message`` as a stream (see :func:`voxbridge.brain.think`),
         through the runtime's pooled client and the agent's n8n actor when it runs, with what
-        the agent remembers of ``message.person`` (``memory.facts``)."""
-        return self._think(message, history)
+        the agent remembers of ``message.person`` (``memory.facts``). ``stored`` (an
+        exchange's ``stored``) is awaited before the first words are handed out."""
+        return self._think(message, history, stored)
 
     @contextlib.asynccontextmanager
-    async def _think(self, message: Message, history: Sequence[Turn]) -> AsyncIterator[Answer]:
+    async def _think(
+        self, message: Message, history: Sequence[Turn], stored: Ready | None
+    ) -> AsyncIterator[Answer]:
         facts = await self.memory.recall(message.person, message.text)
         found = self.fleet.service(self.agent_id, "n8n")
         async with think(
@@ -187,6 +190,7 @@ class Context:
             n8n=found if isinstance(found, N8nClient) else None,
             logger=self.log,
             facts=facts,
+            before_first=stored,
         ) as answer:
             yield answer
 

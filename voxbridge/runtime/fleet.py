@@ -115,6 +115,7 @@ class Runtime:
             agents=lambda: self.index.by_id,
             http=self.http,
             observe=self.table.observe,
+            on_health=lambda health: self.table.publish("memory", health.as_dict()),
         )
         self._actors: dict[str, Actor] = {}
         self._changes: dict[str, trio.Event] = {}

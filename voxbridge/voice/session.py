@@ -261,7 +261,7 @@ class VoiceSession:
         exchange: Exchange | None = None
         if question is not None:
             who = speaker or self._speaker
-            exchange = await self.conversation.ask(question, person=who.person, name=who.name)
+            exchange = self.conversation.ask(question, person=who.person, name=who.name)
         sentences_send, sentences = trio.open_memory_channel[tuple[str, bool]](_SENTENCES)
         audio_send, audio = trio.open_memory_channel[tuple[int, bytes]](_AUDIO)
         try:
@@ -300,7 +300,7 @@ class VoiceSession:
             )
             turns = exchange.context(self._history())
             try:
-                async with self._think(message, turns) as answer:
+                async with self._think(message, turns, stored=exchange.stored) as answer:
                     async for delta in answer:
                         if first:
                             self._observe("voice_think", trio.current_time() - started)

@@ -409,7 +409,7 @@ async def _answer(ctx: Context, state: _Channel, item: _Incoming, background: tr
     place = f"discord:{item.channel_id}"  # a channel, a thread or a DM: each its own
     person = f"discord:{item.author_id}"
     conversation = await ctx.memory.conversation(place)
-    exchange = await conversation.ask(item.text, person=person, name=item.author_name)
+    exchange = conversation.ask(item.text, person=person, name=item.author_name)
     turns = exchange.context(agent.history)
     message = Message(
         session_id=place,
@@ -432,7 +432,7 @@ async def _answer(ctx: Context, state: _Channel, item: _Incoming, background: tr
 
             nursery.start_soon(show_typing)
             try:
-                async with ctx.think(message, turns) as answer:
+                async with ctx.think(message, turns, stored=exchange.stored) as answer:
                     try:
                         reply = await stream_to(sink, answer)
                     finally:

@@ -171,7 +171,7 @@ class _Session:
             return
         ctx = service.ctx
         conversation: Conversation = await ctx.memory.conversation(self.place)
-        exchange = await conversation.ask(question, person=self.place)
+        exchange = conversation.ask(question, person=self.place)
         message = Message(self.place, "web", "web", question, person=self.place)
         turns = exchange.context(ctx.agent.history)
         failure: str | None = None
@@ -180,7 +180,7 @@ class _Session:
         with service.answering() as scope:
             self.current = scope
             try:
-                async with ctx.think(message, turns) as answer:
+                async with ctx.think(message, turns, stored=exchange.stored) as answer:
                     try:
                         async for delta in answer:
                             said = answer.text
