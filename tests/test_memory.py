@@ -5,6 +5,7 @@ people — the real runtime, real WebSockets, a real streaming LLM on 127.0.0.1,
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.fake_brains import NOTES, FakeLLM, Plan, start_fake
-from tests.runtime_helpers import options, wait_state
+from tests.runtime_helpers import options, wait_state, write
 from tests.test_web_chat import agent, ask, events_until, socket_url
 from voxbridge import testing
 from voxbridge.memory.backend import AddTurn
@@ -178,4 +180,87 @@ async def test_facts_are_learned_off_the_reply_path_and_recalled_into_answers(
         if store.backend.vectors:  # the question was embedded to recall by meaning too
             assert any("dog" in str(r["input"]) for r in llm.embedding_requests)
         assert rt.table.histograms["memory_recall"].n >= 2
+        nursery.cancel_scope.cancel()
+
+
+@needs_chromium
+async def test_the_chat_page_goes_on_after_a_reload_and_offers_a_new_conversation(
+    tmp_path: Path,
+) -> None:
+    llm = FakeLLM(Plan([{"reply": "Hello Ann."}, {"reply": "Hi, stranger."}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        agent(tmp_path, llm.base_url)
+        rt = await start(nursery, tmp_path, "sqlite")
+        url = f"{rt.status_url}/chat/helper"
+
+        def browse() -> dict[str, Any]:
+            from playwright.sync_api import sync_playwright
+
+            seen: dict[str, Any] = {}
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = browser.new_page()
+                page.goto(url)
+                page.wait_for_selector("#state.on", timeout=10_000)
+                page.fill("#text", "I am Ann")
+                page.keyboard.press("Enter")
+                page.wait_for_selector(".msg.agent:not(.writing)", timeout=10_000)
+                seen["id"] = page.evaluate("localStorage.getItem('voxbridge.chat.helper')")
+                page.reload()  # the same conversation, shown again
+                page.wait_for_function("document.querySelectorAll('.msg').length === 2")
+                seen["after_reload"] = page.locator(".msg").all_inner_texts()
+                page.click("#new")
+                page.wait_for_function("document.querySelectorAll('.msg').length === 0")
+                page.wait_for_selector("#state.on", timeout=10_000)
+                page.fill("#text", "who am I?")
+                page.keyboard.press("Enter")
+                page.wait_for_selector(".msg.agent:not(.writing)", timeout=10_000)
+                seen["new_id"] = page.evaluate("localStorage.getItem('voxbridge.chat.helper')")
+                page.reload()
+                page.wait_for_function("document.querySelectorAll('.msg').length === 2")
+                seen["new_after_reload"] = page.locator(".msg").all_inner_texts()
+                browser.close()
+            return seen
+
+        seen = await trio.to_thread.run_sync(browse)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", seen["id"])
+        assert seen["after_reload"] == ["I am Ann", "Hello Ann."]
+        assert seen["new_id"] != seen["id"]
+        assert seen["new_after_reload"] == ["who am I?", "Hi, stranger."]
+        # The new conversation started afresh: the LLM was not shown Ann's.
+        assert said(llm.requests[-1]) == [("user", "who am I?")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_memory_keep_expires_what_is_older(tmp_path: Path) -> None:
+    llm = FakeLLM()
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        agent(tmp_path, llm.base_url, extra="memory: {keep: 1h}\n")
+        write(tmp_path, "keeper.yaml", "name: Keeper\nmemory: {keep: forever}\n")
+        rt = await start(nursery, tmp_path, "sqlite")
+        store = rt.memory.store
+        assert store is not None and await store.opened()
+        now = time.time()
+        for agent_id in ("helper", "keeper", "gone"):  # "gone": no file any more (default: 90d)
+            for age, text in ((2 * 3600, "old"), (100 * 86400, "ancient"), (60, "new")):
+                store.put(
+                    AddTurn(
+                        StoredTurn(agent_id, "web:x", new_exchange(), QUESTION, text, now - age)
+                    )
+                )
+        assert await store.flush() == 0
+        removed = await rt.memory.expire()
+        assert (removed.turns, removed.facts) == (3, 0)  # helper's old and ancient, gone's ancient
+
+        async def kept(agent_id: str) -> list[str]:
+            turns: list[StoredTurn] = await store.read(
+                lambda b: b.recent_turns(agent_id, "web:x", 10), default=[]
+            )
+            return [t.text for t in turns]
+
+        assert await kept("helper") == ["new"]
+        assert await kept("keeper") == ["old", "ancient", "new"]
+        assert await kept("gone") == ["old", "new"]
         nursery.cancel_scope.cancel()

@@ -129,8 +129,9 @@ class Backend(Protocol):
         """An agent's stored conversations, most recent first."""
         ...
 
-    def persons(self, agent: str) -> list[PersonSummary]:
-        """The people an agent holds turns or facts of, most recent first."""
+    def persons(self, agent: str, person: str | None = None) -> list[PersonSummary]:
+        """The people an agent holds turns or facts of (or just ``person``), most recent
+        first."""
         ...
 
     def agents(self) -> list[str]:

@@ -76,6 +76,11 @@ def memory_command(
     if location is None:
         raise UsageError("--store none keeps no memory: there is nothing to " + action)
     _check_keys(person, conversation)
+    if action == "forget" and person is None and conversation is None and not everything:
+        raise UsageError(
+            "forget what? --person P (their facts and every exchange they asked), "
+            "--conversation C, or --all (everything this agent remembers)"
+        )
     if action == "import":
         return _import(location, agent, file)
     with _opened(location, create=False) as backend:
@@ -87,7 +92,7 @@ def memory_command(
         elif action == "export":
             _export(backend, agent, person, conversation, file, out)
         elif action == "forget":
-            _forget(backend, agent, person, conversation, everything, out)
+            _forget(backend, agent, person, conversation, out)
         else:  # pragma: no cover - argparse offers only these
             raise UsageError(f"unknown action {action!r}")
     return 0
@@ -154,18 +159,8 @@ def _export(
 
 
 def _forget(
-    backend: Backend,
-    agent: str,
-    person: str | None,
-    conversation: str | None,
-    everything: bool,
-    out: IO[str],
+    backend: Backend, agent: str, person: str | None, conversation: str | None, out: IO[str]
 ) -> None:
-    if person is None and conversation is None and not everything:
-        raise UsageError(
-            "forget what? --person P (their facts and every exchange they asked), "
-            "--conversation C, or --all (everything this agent remembers)"
-        )
     counts = backend.forget(agent, person=person, place=conversation)
     what = person or conversation or "everything"
     print(f"✓ {agent} forgot {what}: {counts.turns} turn(s), {counts.facts} fact(s)", file=out)

@@ -342,17 +342,20 @@ class PostgresBackend:
         )
         return [PlaceSummary(r[0], r[1], r[2]) for r in rows]
 
-    def persons(self, agent: str) -> list[PersonSummary]:
+    def persons(self, agent: str, person: str | None = None) -> list[PersonSummary]:
+        only = " AND t.person = %s" if person else ""
+        only_facts = " AND person = %s" if person else ""
+        args = (agent, person, agent, person) if person else (agent, agent)
         rows = self._rows(
             "SELECT person, MAX(name), SUM(facts), SUM(turns), MAX(last) FROM ("
             " SELECT t.person, t.name, 0 AS facts, COUNT(*) AS turns, MAX(t.at) AS last"
             " FROM turns t JOIN conversations c ON c.id = t.conversation"
-            " WHERE c.agent = %s AND t.person IS NOT NULL GROUP BY t.person, t.name"
+            f" WHERE c.agent = %s AND t.person IS NOT NULL{only} GROUP BY t.person, t.name"
             " UNION ALL"
-            " SELECT person, NULL, COUNT(*), 0, MAX(at) FROM facts WHERE agent = %s"
+            f" SELECT person, NULL, COUNT(*), 0, MAX(at) FROM facts WHERE agent = %s{only_facts}"
             " GROUP BY person"
             ") AS each GROUP BY person ORDER BY MAX(last) DESC",
-            (agent, agent),
+            args,
         )
         return [PersonSummary(r[0], r[1], int(r[2]), int(r[3]), r[4]) for r in rows]
 

@@ -30,7 +30,7 @@ from .conversation import Conversation, Exchange
 from .embeddings import EmbeddingError, embed
 from .facts import Learner, Lesson, fuse, keywords
 from .location import Location
-from .records import Counts, Fact, StoredTurn
+from .records import Counts, Fact, PersonSummary, StoredTurn
 from .store import FINE_BUCKETS, Health, Store
 
 __all__ = ["AgentMemory", "MemoryService"]
@@ -351,6 +351,16 @@ class AgentMemory:
         if store is None:
             return []
         return await store.read(lambda b: b.facts(self.agent_id, person), default=[])
+
+    async def about(self, person: str) -> PersonSummary | None:
+        """How much the agent holds of ``person`` (facts, turns), or None: nothing."""
+        store = self._service.store
+        if store is None:
+            return None
+        found: list[PersonSummary] = await store.read(
+            lambda b: b.persons(self.agent_id, person), default=[]
+        )
+        return found[0] if found else None
 
     async def forget(self, person: str) -> Counts:
         """Forget ``person``: their facts and every exchange they asked, gone from the store.

@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,13 +22,14 @@ import aiohttp
 import disnake
 import trio
 from disnake.ext import commands
-from disnake.interactions import ApplicationCommandInteraction
+from disnake.interactions import ApplicationCommandInteraction, MessageInteraction
 
 from ...brain import Message
 from ...config.model import reveal
 from ...errors import BrainError, PermanentFailure, VoxbridgeError
 from ..aio import run_on_loop, to_trio
 from ..api import Context
+from .memory import FORGET, KEEP, MemoryCommands, button_owner
 from .reply import Reply, split_message, stream_to
 from .rooms import VoiceRooms
 
@@ -142,6 +143,7 @@ def _make_bot(
     deliver: Callable[[_Incoming], None],
     became_ready: Callable[[], None],
     rooms: VoiceRooms,
+    spawn: Callable[[Callable[[], Awaitable[None]]], None],
 ) -> commands.InteractionBot:
     """The disnake client for one attempt; call on the asyncio loop (it binds to it)."""
     intents = disnake.Intents(
@@ -238,6 +240,69 @@ def _make_bot(
         text = await _from_trio(token, lambda: replies.select(guild_of(inter), name))
         await inter.response.send_message(text)
 
+    remembered = MemoryCommands(ctx)
+
+    def on_trio(work: Callable[[], Awaitable[None]]) -> None:
+        to_trio(token, lambda: spawn(work))
+
+    @bot.slash_command(name="memory", description="What this agent remembers about you")
+    async def memory(inter: Inter) -> None:
+        pass
+
+    @memory.sub_command(name="show", description="What this agent remembers about you")
+    async def memory_show(inter: Inter) -> None:
+        user = inter.author.id
+
+        async def answer() -> None:
+            text = await remembered.show(user)
+            await run_on_loop(lambda: inter.response.send_message(text, ephemeral=True))
+
+        on_trio(answer)
+
+    @memory.sub_command(name="forget", description="Erase what this agent remembers about you")
+    async def memory_forget(inter: Inter) -> None:
+        user = inter.author.id
+
+        async def answer() -> None:
+            text, anything = await remembered.ask_forget(user)
+            buttons = (
+                [
+                    disnake.ui.Button(
+                        label="Forget everything",
+                        style=disnake.ButtonStyle.danger,
+                        custom_id=f"{FORGET}:{user}",
+                    ),
+                    disnake.ui.Button(
+                        label="Keep",
+                        style=disnake.ButtonStyle.secondary,
+                        custom_id=f"{KEEP}:{user}",
+                    ),
+                ]
+                if anything
+                else []
+            )
+            await run_on_loop(
+                lambda: inter.response.send_message(text, components=buttons, ephemeral=True)
+            )
+
+        on_trio(answer)
+
+    @bot.listen("on_button_click")
+    async def memory_button(inter: MessageInteraction[commands.InteractionBot]) -> None:
+        owner = button_owner(inter.component.custom_id or "")
+        if owner is None:
+            return
+        action, user = owner
+        if inter.author.id != user:
+            await inter.response.send_message("This button is not yours.", ephemeral=True)
+            return
+
+        async def answer() -> None:
+            text = await remembered.forget(user) if action == FORGET else "Nothing was forgotten."
+            await run_on_loop(lambda: inter.response.edit_message(content=text, components=[]))
+
+        on_trio(answer)
+
     @bot.slash_command(name="voice", description="This agent in voice channels")
     async def voice(inter: Inter) -> None:
         pass
@@ -311,7 +376,7 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
         rooms = VoiceRooms(ctx, lambda: bot_holder[-1] if bot_holder else None, nursery)
 
         async def main() -> None:  # on the asyncio loop
-            bot = _make_bot(ctx, token, deliver, became_ready, rooms)
+            bot = _make_bot(ctx, token, deliver, became_ready, rooms, nursery.start_soon)
             bot_holder.append(bot)
             try:
                 await bot.start(secret.reveal(), reconnect=True)
