@@ -33,12 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import pct, voxbridge
+from harness import free_port, pct, voxbridge
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.fake_discord import FakeDiscord, RecordedRequest
@@ -48,6 +49,35 @@ from voxbridge.secrets.keys import generate_key_pair
 GUILD, CHANNEL = 880000000000000001, 880000000000000002
 USER = 7001
 HERE = Path(__file__).resolve().parent
+
+
+async def _histogram(port: int, name: str) -> list[tuple[float, float]]:
+    """A histogram of the process's /metrics: (upper bound, cumulative count) pairs."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append(
+                (float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1]))
+            )
+    return buckets
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus' histogram_quantile: linear within the bucket the quantile falls in."""
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    wanted = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= wanted:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (wanted - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
 
 
 def _reply_since(discord: FakeDiscord, index: int) -> RecordedRequest | None:
@@ -99,7 +129,8 @@ async def measure(
                     f"name: Agent {i}\nllm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
                     f"plugins:\n  discord:\n    bot_token: {sealed}\n"
                 )
-            args = ["--listen", "none", "--discord-api-base", discord.base_url]
+            port = free_port()
+            args = ["--listen", f"127.0.0.1:{port}", "--discord-api-base", discord.base_url]
             command = None
             if profile is not None:
                 spy = shutil.which("py-spy") or "py-spy"
@@ -138,6 +169,7 @@ async def measure(
                         to_brain.append(llm.times[n] - t0)
                         to_reply.append(reply.at - llm.times[n])
                         total.append(reply.at - t0)
+                written = [] if plain else await _histogram(port, "voxbridge_memory_write_seconds")
             rtt = await _brain_round_trip(llm.base_url, 300)
             nursery.cancel_scope.cancel()
     ms = 1000.0
@@ -152,6 +184,9 @@ async def measure(
         f"bots{bots}_brain_to_reply_p95_ms": ms * pct(to_reply, 95),
         f"bots{bots}_total_p50_ms": ms * statistics.median(total),
         f"bots{bots}_total_p95_ms": ms * pct(total, 95),
+        # Turns committed while this load ran, as the process's own histogram has them.
+        f"bots{bots}_memory_append_p50_ms": ms * quantile(written, 0.5),
+        f"bots{bots}_memory_append_p95_ms": ms * quantile(written, 0.95),
     }
 
 

@@ -129,8 +129,11 @@ class MemoryService:
         await trio.sleep(FIRST_SWEEP)
         while True:
             await self.expire()
-            for learner in list(self._learners.values()):
-                await learner.backfill()
+            for agent in list(self._agents().values()):
+                if agent.memory.facts and agent.memory.embeddings is not None:
+                    learner = self._learner(agent.id)
+                    if learner is not None:
+                        await learner.backfill()  # facts imported, or of another model
             await trio.sleep(SWEEP_EVERY)
 
     async def expire(self) -> Counts:

@@ -17,6 +17,9 @@ The settings, and why:
 - ``busy_timeout``: ``voxbridge memory`` and ``voxbridge chat`` may write the file while a
   running instance does.
 
+The SQL both databases share is in :mod:`.sql`; here is what only SQLite says: the schema, the
+full-text index (FTS5), vectors (sqlite-vec), and how a forget empties the WAL.
+
 Vectors: each embedding is kept whole (float32) beside its fact, and its signs — one bit a
 dimension — in a sqlite-vec ``vec0`` table per width, partitioned by agent, person and model.
 Recall finds candidates by Hamming distance over the bits (~0.4 ms for 10,000 vectors of 768
@@ -31,29 +34,25 @@ import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 import numpy as np
 
-from .backend import AddFact, AddTurn, AddVector, StoreFault, Vector, Write
-from .records import Counts, Fact, PersonSummary, PlaceSummary, StoredTurn, normalized
+from .backend import StoreFault, Vector
+from .records import Fact
+from .sql import Result, Run, SQLBackend, owner_word
 
 __all__ = ["SQLiteBackend", "move_aside"]
 
+T = TypeVar("T")
+
 _BUSY_MS = 5000
-_PAGE = 1000  # rows per page of an export
-_CHUNK = 5000  # rows per transaction of an expiry
 
 _V1 = """
-CREATE TABLE conversations (
-    id INTEGER PRIMARY KEY,
+CREATE TABLE turns (
     agent TEXT NOT NULL,
     place TEXT NOT NULL,
-    UNIQUE (agent, place)
-);
-CREATE TABLE turns (
-    conversation INTEGER NOT NULL REFERENCES conversations (id),
     exchange INTEGER NOT NULL,
     part INTEGER NOT NULL CHECK (part IN (0, 1)),
     text TEXT NOT NULL,
@@ -61,30 +60,32 @@ CREATE TABLE turns (
     name TEXT,
     cut INTEGER NOT NULL DEFAULT 0,
     at REAL NOT NULL,
-    PRIMARY KEY (conversation, exchange, part)
+    PRIMARY KEY (agent, place, exchange, part)
 ) WITHOUT ROWID;
-CREATE INDEX turns_by_person ON turns (person) WHERE person IS NOT NULL;
-CREATE INDEX turns_by_age ON turns (at);
+CREATE INDEX turns_by_person ON turns (agent, person) WHERE person IS NOT NULL;
+CREATE INDEX turns_by_age ON turns (agent, at);
 CREATE TABLE facts (
     id INTEGER PRIMARY KEY,
     agent TEXT NOT NULL,
     person TEXT NOT NULL,
     text TEXT NOT NULL,
     norm TEXT NOT NULL,
+    owner TEXT NOT NULL,
     at REAL NOT NULL,
     UNIQUE (agent, person, norm)
 );
-CREATE INDEX facts_by_age ON facts (at);
+CREATE INDEX facts_by_age ON facts (agent, at);
 CREATE VIRTUAL TABLE facts_text USING fts5 (
-    text, content = 'facts', content_rowid = 'id',
+    text, owner, content = 'facts', content_rowid = 'id',
     tokenize = 'porter unicode61 remove_diacritics 2'
 );
 INSERT INTO facts_text (facts_text, rank) VALUES ('secure-delete', 1);
 CREATE TRIGGER facts_text_add AFTER INSERT ON facts BEGIN
-    INSERT INTO facts_text (rowid, text) VALUES (new.id, new.text);
+    INSERT INTO facts_text (rowid, text, owner) VALUES (new.id, new.text, new.owner);
 END;
 CREATE TRIGGER facts_text_gone AFTER DELETE ON facts BEGIN
-    INSERT INTO facts_text (facts_text, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO facts_text (facts_text, rowid, text, owner)
+        VALUES ('delete', old.id, old.text, old.owner);
 END;
 CREATE TABLE fact_vectors (
     fact INTEGER PRIMARY KEY REFERENCES facts (id) ON DELETE CASCADE,
@@ -116,11 +117,11 @@ def _bits(vector: Vector) -> tuple[int, bytes]:
     return -(-vector.dims // 8) * 8, np.packbits(values > 0).tobytes()
 
 
-def _owner(agent: str, person: str, model: str) -> str:
+def _partition(agent: str, person: str, model: str) -> str:
     return f"{agent}\x1f{person}\x1f{model}"
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLBackend):
     """Memory in one SQLite file (see the module's docstring for the settings)."""
 
     kind = "sqlite"
@@ -187,8 +188,8 @@ class SQLiteBackend:
         return conn
 
     def _migrate(self) -> None:
-        with self._transaction():
-            (version,) = self._w.execute("PRAGMA user_version").fetchone() or (0,)
+        def migrate(run: Run) -> None:
+            (version,) = run("PRAGMA user_version", ()).rows[0]
             if version > len(MIGRATIONS):
                 raise StoreFault(
                     "other",
@@ -199,8 +200,14 @@ class SQLiteBackend:
                 self._w.execute(script)
                 self._w.execute(f"PRAGMA user_version = {number}")
 
+        self._transaction(migrate)
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Result:
+        rows = self._w.execute(sql, args).fetchall()
+        return Result(rows, self._w.changes())
+
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _writing(self) -> Iterator[None]:
         # IMMEDIATE: take the write lock first, so two writing processes wait in line (the busy
         # timeout) instead of failing when a reader turns writer.
         self._w.execute("BEGIN IMMEDIATE")
@@ -212,108 +219,51 @@ class SQLiteBackend:
             raise
         self._w.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[apsw.Connection]:
+    def _transaction(self, work: Callable[[Run], T]) -> T:
+        try:
+            with self._writing():
+                return work(self._run)
+        except apsw.Error as exc:
+            raise _fault(exc, self.where) from None
+
+    def _single(self, sql: str, args: Sequence[Any]) -> None:
+        try:
+            self._w.execute(sql, args)  # autocommit: the statement is its transaction
+        except apsw.Error as exc:
+            raise _fault(exc, self.where) from None
+
+    def _query(self, sql: str, args: Sequence[Any]) -> list[Any]:
         conn = self._readers.get()
         try:
-            yield conn
+            rows: list[Any] = conn.execute(sql, args).fetchall()
+            return rows
+        except apsw.Error as exc:
+            raise _fault(exc, self.where) from None
         finally:
             self._readers.put(conn)
-
-    def _read(self, fn: Callable[[apsw.Connection], Any]) -> Any:
-        try:
-            with self._reader() as conn:
-                return fn(conn)
-        except apsw.Error as exc:
-            raise _fault(exc, self.where) from None
-
-    def _change(self, fn: Callable[[], Any]) -> Any:
-        try:
-            with self._transaction():
-                return fn()
-        except apsw.Error as exc:
-            raise _fault(exc, self.where) from None
 
     @property
     def vectors(self) -> bool:
         return self._vec_path is not None
 
-    # --- writing -------------------------------------------------------------------------------
+    # --- vectors -------------------------------------------------------------------------------
 
-    def write(self, batch: Sequence[Write]) -> None:
-        def apply() -> None:
-            ids: dict[tuple[str, str], int] = {}
-            for op in batch:
-                if isinstance(op, AddTurn):
-                    self._add_turn(op.turn, ids)
-                elif isinstance(op, AddFact):
-                    self._add_fact(op.fact, op.vector)
-                elif isinstance(op, AddVector):
-                    self._add_vector(op.fact_id, op.vector)
-
-        self._change(apply)
-
-    def _conversation(self, agent: str, place: str, ids: dict[tuple[str, str], int]) -> int:
-        found = ids.get((agent, place))
-        if found is None:
-            # Looked up in the transaction, never cached across: another process may have
-            # forgotten the conversation (and its row) since the last batch.
-            key = (agent, place)
-            row = (
-                self._w.execute(
-                    "SELECT id FROM conversations WHERE agent = ? AND place = ?", key
-                ).fetchone()
-                or self._w.execute(
-                    "INSERT INTO conversations (agent, place) VALUES (?, ?) RETURNING id", key
-                ).fetchone()
-            )
-            assert row is not None
-            found = ids[agent, place] = int(row[0])
-        return found
-
-    def _add_turn(self, turn: StoredTurn, ids: dict[tuple[str, str], int]) -> None:
-        self._w.execute(
-            "INSERT INTO turns (conversation, exchange, part, text, person, name, cut, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (
-                self._conversation(turn.agent, turn.place, ids),
-                turn.exchange,
-                turn.part,
-                turn.text,
-                turn.person,
-                turn.name,
-                int(turn.cut),
-                turn.at,
-            ),
-        )
-
-    def _add_fact(self, fact: Fact, vector: Vector | None) -> None:
-        row = self._w.execute(
-            "INSERT INTO facts (agent, person, text, norm, at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING RETURNING id",
-            (fact.agent, fact.person, fact.text, normalized(fact.text), fact.at),
-        ).fetchone()
-        if row is not None and vector is not None:
-            self._add_vector(int(row[0]), vector)
-
-    def _add_vector(self, fact_id: int, vector: Vector) -> None:
+    def _add_vector(self, run: Run, fact_id: int, vector: Vector) -> None:
         if self._vec_path is None:
             return
-        owner = self._w.execute(
-            "SELECT agent, person FROM facts WHERE id = ?", (fact_id,)
-        ).fetchone()
-        if owner is None:
+        owner = run("SELECT agent, person FROM facts WHERE id = ?", (fact_id,)).rows
+        if not owner:
             return  # forgotten in the meantime
         width, bits = _bits(vector)
         self._index(width)
-        self._w.execute(f"DELETE FROM fact_index_{width} WHERE rowid = ?", (fact_id,))
-        self._w.execute(
+        run(f"DELETE FROM fact_index_{width} WHERE rowid = ?", (fact_id,))
+        run(
             "INSERT OR REPLACE INTO fact_vectors (fact, model, dims, vector) VALUES (?, ?, ?, ?)",
             (fact_id, vector.model, vector.dims, vector.data),
         )
-        self._w.execute(
+        run(
             f"INSERT INTO fact_index_{width} (rowid, owner, bits) VALUES (?, ?, vec_bit(?))",
-            (fact_id, _owner(owner[0], owner[1], vector.model), bits),
+            (fact_id, _partition(owner[0][0], owner[0][1], vector.model), bits),
         )
 
     def _index(self, width: int) -> None:
@@ -332,45 +282,17 @@ class SQLiteBackend:
         )
         self._widths.add(width)
 
-    # --- reading -------------------------------------------------------------------------------
-
-    def recent_turns(self, agent: str, place: str, limit: int) -> list[StoredTurn]:
-        def read(conn: apsw.Connection) -> list[StoredTurn]:
-            rows = conn.execute(
-                "SELECT exchange, part, text, person, name, cut, at FROM turns "
-                "WHERE conversation = (SELECT id FROM conversations WHERE agent = ? AND place = ?)"
-                " ORDER BY exchange DESC, part DESC LIMIT ?",
-                (agent, place, limit),
-            ).fetchall()
-            return [
-                StoredTurn(agent, place, r[0], r[1], r[2], r[6], r[3], r[4], bool(r[5]))
-                for r in reversed(rows)
-            ]
-
-        result: list[StoredTurn] = self._read(read)
-        return result
-
-    def facts(self, agent: str, person: str, limit: int | None = None) -> list[Fact]:
-        return self._facts(
-            "SELECT id, text, at FROM facts WHERE agent = ? AND person = ? "
-            "ORDER BY at DESC, id DESC LIMIT ?",
-            (agent, person, -1 if limit is None else limit),
-            agent,
-            person,
-        )
-
-    def _facts(self, sql: str, args: tuple[Any, ...], agent: str, person: str) -> list[Fact]:
-        rows = self._read(lambda conn: conn.execute(sql, args).fetchall())
-        return [Fact(agent, person, r[1], r[2], r[0]) for r in rows]
+    # --- recall --------------------------------------------------------------------------------
 
     def recall_text(self, agent: str, person: str, words: Sequence[str], limit: int) -> list[Fact]:
         if not words:
             return []
-        query = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+        wanted = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+        query = f'owner:"{owner_word(agent, person)}" AND text:({wanted})'
         return self._facts(
             "SELECT f.id, f.text, f.at FROM facts_text JOIN facts f ON f.id = facts_text.rowid "
             "WHERE facts_text MATCH ? AND f.agent = ? AND f.person = ? "
-            "ORDER BY facts_text.rank LIMIT ?",
+            "ORDER BY bm25(facts_text, 1.0, 0.0) LIMIT ?",
             (query, agent, person, limit),
             agent,
             person,
@@ -388,180 +310,26 @@ class SQLiteBackend:
             "ORDER BY vec_distance_cosine(v.vector, ?) LIMIT ?",
             # Candidates by the bits, then the exact distance: enough that the nearest by
             # cosine are among them (quantization reorders neighbours, not strangers).
-            (bits, _owner(agent, person, vector.model), max(100, 20 * limit), vector.data, limit),
+            (
+                bits,
+                _partition(agent, person, vector.model),
+                max(100, 20 * limit),
+                vector.data,
+                limit,
+            ),
             agent,
             person,
         )
 
-    def unembedded(self, agent: str, model: str, limit: int) -> list[Fact]:
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT f.id, f.person, f.text, f.at FROM facts f "
-                "LEFT JOIN fact_vectors v ON v.fact = f.id AND v.model = ? "
-                "WHERE f.agent = ? AND v.fact IS NULL ORDER BY f.id LIMIT ?",
-                (model, agent, limit),
-            ).fetchall()
-        )
-        return [Fact(agent, r[1], r[2], r[3], r[0]) for r in rows]
+    # --- forgetting ----------------------------------------------------------------------------
 
-    def places(self, agent: str) -> list[PlaceSummary]:
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT c.place, COUNT(*), MAX(t.at) FROM conversations c "
-                "JOIN turns t ON t.conversation = c.id WHERE c.agent = ? "
-                "GROUP BY c.id ORDER BY MAX(t.at) DESC",
-                (agent,),
-            ).fetchall()
-        )
-        return [PlaceSummary(r[0], r[1], r[2]) for r in rows]
-
-    def persons(self, agent: str, person: str | None = None) -> list[PersonSummary]:
-        only = " AND t.person = ?" if person else ""
-        only_facts = " AND person = ?" if person else ""
-        args = (agent, person, agent, person) if person else (agent, agent)
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT person, MAX(name), SUM(facts), SUM(turns), MAX(last) FROM ("
-                " SELECT t.person, t.name, 0 AS facts, COUNT(*) AS turns, MAX(t.at) AS last"
-                " FROM turns t JOIN conversations c ON c.id = t.conversation"
-                f" WHERE c.agent = ? AND t.person IS NOT NULL{only} GROUP BY t.person"
-                " UNION ALL"
-                f" SELECT person, NULL, COUNT(*), 0, MAX(at) FROM facts WHERE agent = ?{only_facts}"
-                " GROUP BY person"
-                ") GROUP BY person ORDER BY MAX(last) DESC",
-                args,
-            ).fetchall()
-        )
-        return [PersonSummary(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-    def agents(self) -> list[str]:
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT agent FROM conversations UNION SELECT agent FROM facts ORDER BY 1"
-            ).fetchall()
-        )
-        return [r[0] for r in rows]
-
-    def export_turns(
-        self, agent: str, *, person: str | None = None, place: str | None = None
-    ) -> Iterator[StoredTurn]:
-        where, args = ["c.agent = ?"], [agent]
-        if place is not None:
-            where.append("c.place = ?")
-            args.append(place)
-        if person is not None:
-            where.append(
-                "(t.conversation, t.exchange) IN "
-                "(SELECT conversation, exchange FROM turns WHERE person = ?)"
-            )
-            args.append(person)
-        sql = (
-            "SELECT c.place, t.exchange, t.part, t.text, t.person, t.name, t.cut, t.at "
-            "FROM turns t JOIN conversations c ON c.id = t.conversation "
-            f"WHERE {' AND '.join(where)} AND (c.place, t.exchange, t.part) > (?, ?, ?) "
-            "ORDER BY c.place, t.exchange, t.part LIMIT ?"
-        )
-        after: tuple[str, int, int] = ("", -1, -1)
-        while True:
-            page = (*args, *after, _PAGE)
-            rows: list[Any] = self._read(lambda conn: conn.execute(sql, page).fetchall())  # noqa: B023
-            for r in rows:
-                yield StoredTurn(agent, r[0], r[1], r[2], r[3], r[7], r[4], r[5], bool(r[6]))
-            if len(rows) < _PAGE:
-                return
-            after = (rows[-1][0], rows[-1][1], rows[-1][2])
-
-    def counts(self) -> dict[str, int]:
-        def read(conn: apsw.Connection) -> dict[str, Any]:
-            return {
-                kind: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchall()[0][0]
-                for kind, table in (
-                    ("turns", "turns"),
-                    ("facts", "facts"),
-                    ("conversations", "conversations"),
-                    ("vectors", "fact_vectors"),
-                )
-            }
-
-        result: dict[str, int] = self._read(read)
-        return result
-
-    def forget_epoch(self) -> int:
-        row = self._read(
-            lambda conn: conn.execute(
-                "SELECT value FROM meta WHERE key = 'forget_epoch'"
-            ).fetchone()
-        )
-        return int(row[0]) if row else 0
-
-    # --- deleting ------------------------------------------------------------------------------
-
-    def forget(self, agent: str, *, person: str | None = None, place: str | None = None) -> Counts:
-        def delete() -> Counts:
-            scope = "conversation IN (SELECT id FROM conversations WHERE agent = ?)"
-            args: list[Any] = [agent]
-            if place is not None:
-                scope = (
-                    "conversation IN (SELECT id FROM conversations WHERE agent = ? AND place = ?)"
-                )
-                args.append(place)
-            if person is not None:
-                scope = (
-                    f"(conversation, exchange) IN (SELECT conversation, exchange FROM turns "
-                    f"WHERE person = ? AND {scope})"
-                )
-                args.insert(0, person)
-            self._w.execute(f"DELETE FROM turns WHERE {scope}", args)
-            turns = self._w.changes()
-            facts = 0
-            if place is None:
-                if person is None:
-                    self._w.execute("DELETE FROM facts WHERE agent = ?", (agent,))
-                else:
-                    self._w.execute(
-                        "DELETE FROM facts WHERE agent = ? AND person = ?", (agent, person)
-                    )
-                facts = self._w.changes()
-            self._w.execute(
-                "DELETE FROM conversations WHERE agent = ? AND NOT EXISTS "
-                "(SELECT 1 FROM turns WHERE conversation = conversations.id)",
-                (agent,),
-            )
-            self._w.execute("UPDATE meta SET value = value + 1 WHERE key = 'forget_epoch'")
-            return Counts(turns, facts)
-
-        counts: Counts = self._change(delete)
-        self._checkpoint()
-        return counts
-
-    def _checkpoint(self) -> None:
+    def _forgotten(self) -> None:
         """Write the WAL into the database and empty it: deleted words must not stay in the
         ``-wal`` file's older copies of the pages."""
         try:
             self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except apsw.Error as exc:
             raise _fault(exc, self.where) from None
-
-    def expire(self, agent: str, before: float) -> Counts:
-        def delete() -> Counts:
-            self._w.execute(
-                "DELETE FROM turns WHERE (conversation, exchange, part) IN ("
-                " SELECT conversation, exchange, part FROM turns WHERE at < ? AND conversation"
-                " IN (SELECT id FROM conversations WHERE agent = ?) LIMIT ?)",
-                (before, agent, _CHUNK),
-            )
-            turns = self._w.changes()
-            self._w.execute(
-                "DELETE FROM facts WHERE id IN "
-                "(SELECT id FROM facts WHERE agent = ? AND at < ? LIMIT ?)",
-                (agent, before, _CHUNK),
-            )
-            return Counts(turns, self._w.changes())
-
-        counts: Counts = self._change(delete)
-        if counts.turns or counts.facts:
-            self._checkpoint()
-        return counts
 
     # --- closing -------------------------------------------------------------------------------
 

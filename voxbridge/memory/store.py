@@ -160,13 +160,15 @@ class Store:
 
     def _healed(self) -> None:
         if self._state != "ok":
-            if self._fault is not None:
+            failed = self._fault is not None  # not just opened: back after a failure
+            if failed:
                 log.info(
                     "✅ memory is back: %s (%d writes waiting)", self._shown, len(self._waiting)
                 )
             self._state, self._fault, self._failing = "ok", None, ""
             self._changed()
-            self._on_health(self.health())
+            if failed:
+                self._on_health(self.health())
 
     def _on_opened(self, backend: Backend, notice: str | None) -> None:
         """(From the writer.) The store is open."""
@@ -237,8 +239,10 @@ class Store:
             self._writer = None
 
     async def opened(self) -> bool:
-        """Wait for the first try to open the store to end; whether the store is open."""
-        await self._tried.wait()
+        """Wait for the first try to open the store to end; whether the store is open (False
+        at once when the store is not running: nothing is opening it)."""
+        if self._writer is not None:
+            await self._tried.wait()
         return self.backend is not None
 
     async def _watch_epoch(self) -> None:
@@ -279,12 +283,13 @@ class Store:
 
     async def committed(self, seq: int) -> bool:
         """Wait until write ``seq`` is committed; False at once while memory is degraded (no
-        one waits for a store that is down), or when it becomes so."""
+        one waits for a store that is down) or the store is not running, or when it becomes
+        so."""
         while True:
             self._sync()
             if self._committed >= seq:
                 return True
-            if self._state == "degraded":
+            if self._state == "degraded" or self._writer is None:
                 return False
             writer = self._writer
             if writer is not None:
