@@ -107,10 +107,12 @@ async def measure(
     stages: Path | None = None,
     plain: bool = False,
     rows: list[dict[str, float]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """The path's figures; with ``stages`` (a file), voxbridge marks its stages there; with
     ``plain``, the plain disnake bot answers instead (one bot); ``rows`` gets each message's
-    timestamps."""
+    timestamps; ``env`` is added to voxbridge's environment (``VOXBRIDGE_STORE=none``: memory
+    in the process only, the baseline of durable conversations)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         public = generate_key_pair(root / "keys", "bench")
@@ -142,9 +144,8 @@ async def measure(
                 command += [f"VB_LLM={llm.base_url}/v1", sys.executable, str(HERE / "plain_bot.py")]
             stop = signal.SIGINT if profile else signal.SIGTERM  # py-spy writes on Ctrl-C
             traced = {"also": [HERE / "stages"], "env": {"VOXBRIDGE_STAGES_OUT": str(stages)}}
-            async with voxbridge(
-                root, *args, command=command, stop=stop, **(traced if stages else {})
-            ):
+            extra = traced if stages else {"env": env or {}}
+            async with voxbridge(root, *args, command=command, stop=stop, **extra):
                 await discord.wait_until(
                     lambda: all(discord.connected(f"bench-token-{i}") for i in range(bots)),
                     limit_s=60,

@@ -15,6 +15,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.fake_brains import NOTES, FakeLLM, Plan, start_fake
+from tests.postgres import PostgresServer
 from tests.runtime_helpers import options, wait_state, write
 from tests.test_web_chat import agent, ask, events_until, socket_url
 from voxbridge import testing
@@ -22,6 +23,7 @@ from voxbridge.memory.backend import AddTurn
 from voxbridge.memory.records import QUESTION, StoredTurn, new_exchange
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
+from voxbridge.runtime.shard import Shard
 from voxbridge.runtime.state import ActorState
 
 
@@ -263,4 +265,53 @@ async def test_memory_keep_expires_what_is_older(tmp_path: Path) -> None:
         assert await kept("helper") == ["new"]
         assert await kept("keeper") == ["old", "ancient", "new"]
         assert await kept("gone") == ["old", "new"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reshard_moves_an_agent_and_its_memory_follows(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Replicas share one PostgreSQL: an agent that a re-shard (2 → 3) moves to another replica
+    finds its conversation there."""
+    url = postgres_server.new_database()
+    llm = FakeLLM(Plan([{"reply": "Hello Ann."}, {"reply": "You are Ann."}]))
+    ids = [f"agent-{n}" for n in range(12)]
+    moved = next(i for i in ids if Shard(0, 2).owns(i) and not Shard(0, 3).owns(i))
+    now_on = next(i for i in range(3) if Shard(i, 3).owns(moved))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        for agent_id in ids:
+            write(
+                tmp_path,
+                f"{agent_id}.yaml",
+                f"name: {agent_id}\nllm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
+                "plugins:\n  web: {}\n",
+            )
+
+        async def replica(shard: Shard) -> Runtime:
+            opts = options(
+                tmp_path,
+                listen="127.0.0.1:0",
+                store=url,
+                shard=shard,
+                state_dir=tmp_path / f"state-{shard.index}-of-{shard.count}",
+            )
+            rt: Runtime = await nursery.start(
+                lambda task_status: serve(opts, plugins=testing.plugins(), task_status=task_status)
+            )
+            assert shard.owns(moved)
+            await wait_state(rt, (moved, "web"), ActorState.RUNNING)
+            return rt
+
+        first = await replica(Shard(0, 2))
+        async with open_websocket_url(socket_url(first, moved)) as ws:
+            await hello(ws, "c")
+            await ask(ws, "I am Ann")
+        await first.shutdown()
+        later = await replica(Shard(now_on, 3))
+        async with open_websocket_url(socket_url(later, moved)) as ws:
+            assert await hello(ws, "c") == [
+                {"role": "user", "text": "I am Ann"},
+                {"role": "assistant", "text": "Hello Ann."},
+            ]
         nursery.cancel_scope.cancel()
