@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -49,6 +50,12 @@ from voxbridge.secrets.keys import generate_key_pair
 GUILD, CHANNEL = 880000000000000001, 880000000000000002
 USER = 7001
 HERE = Path(__file__).resolve().parent
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, every thread (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _histogram(port: int, name: str) -> list[tuple[float, float]]:
@@ -144,15 +151,18 @@ async def measure(
                 command += [f"VB_LLM={llm.base_url}/v1", sys.executable, str(HERE / "plain_bot.py")]
             stop = signal.SIGINT if profile else signal.SIGTERM  # py-spy writes on Ctrl-C
             traced = {"also": [HERE / "stages"], "env": {"VOXBRIDGE_STAGES_OUT": str(stages)}}
-            extra = traced if stages else {"env": env or {}}
-            async with voxbridge(root, *args, command=command, stop=stop, **extra):
+            extra = traced if stages else ({"env": env} if env else {})
+            async with voxbridge(root, *args, command=command, stop=stop, **extra) as proc:
                 await discord.wait_until(
                     lambda: all(discord.connected(f"bench-token-{i}") for i in range(bots)),
                     limit_s=60,
                 )
                 await trio.sleep(2.5)  # every bot past guild_ready_timeout: READY for real
                 to_brain, to_reply, total = [], [], []
+                cpu = 0.0
                 for n in range(messages + 20):  # the first 20 warm connections up
+                    if n == 20:
+                        cpu = _cpu_seconds(proc.pid)
                     seen = len(discord.requests)
                     t0 = time.perf_counter()
                     await discord.send_message(
@@ -170,6 +180,7 @@ async def measure(
                         to_brain.append(llm.times[n] - t0)
                         to_reply.append(reply.at - llm.times[n])
                         total.append(reply.at - t0)
+                cpu = _cpu_seconds(proc.pid) - cpu
                 written = [] if plain else await _histogram(port, "voxbridge_memory_write_seconds")
             rtt = await _brain_round_trip(llm.base_url, 300)
             nursery.cancel_scope.cancel()
@@ -185,6 +196,8 @@ async def measure(
         f"bots{bots}_brain_to_reply_p95_ms": ms * pct(to_reply, 95),
         f"bots{bots}_total_p50_ms": ms * statistics.median(total),
         f"bots{bots}_total_p95_ms": ms * pct(total, 95),
+        # The process's CPU (every thread) per message, from its own /metrics.
+        f"bots{bots}_cpu_per_message_ms": ms * cpu / max(1, messages),
         # Turns committed while this load ran, as the process's own histogram has them.
         f"bots{bots}_memory_append_p50_ms": ms * quantile(written, 0.5),
         f"bots{bots}_memory_append_p95_ms": ms * quantile(written, 0.95),

@@ -23,6 +23,18 @@ def contents(request: dict[str, Any]) -> list[str]:
     return [m["content"] for m in request["messages"] if m["role"] != "system"]
 
 
+async def in_general(rig: Rig, text: str, author: int, name: str) -> None:
+    """A message to bot A in the watched channel."""
+    await rig.discord.send_message(
+        "tok-a",
+        content=text,
+        author_id=author,
+        author_name=name,
+        guild_id=GUILD,
+        channel_id=GENERAL,
+    )
+
+
 async def callback(rig: Rig, seen: list[RecordedRequest]) -> RecordedRequest:
     """The next interaction callback after those already ``seen``."""
     found = await rig.discord.wait_for(lambda r: r.path.endswith("/callback") and r not in seen)
@@ -41,14 +53,7 @@ async def test_a_channel_conversation_outlives_its_bot_and_a_dm_is_its_own(
         rig.agent("a", "tok-a", channels=f'["{GENERAL}"]', extra="default: true\n")
         rt = await rig.start(nursery)
         await ready(rig, "a")
-        await rig.discord.send_message(
-            "tok-a",
-            content="hi, I'm Ann",
-            author_id=ANN,
-            author_name="Ann",
-            guild_id=GUILD,
-            channel_id=GENERAL,
-        )
+        await in_general(rig, "hi, I'm Ann", ANN, "Ann")
         await rig.llm.wait_requests(1)
         await rig.discord.wait_until(lambda: rig.discord.shown(GENERAL, "tok-a") == "Hi Ann.")
         # A DM is another conversation.
@@ -66,14 +71,7 @@ async def test_a_channel_conversation_outlives_its_bot_and_a_dm_is_its_own(
             return now is not None and now.since > before.since and now.state == ActorState.RUNNING
 
         await wait_until(rt, restarted)
-        await rig.discord.send_message(
-            "tok-a",
-            content="what is the capital of France?",
-            author_id=ANN,
-            author_name="Ann",
-            guild_id=GUILD,
-            channel_id=GENERAL,
-        )
+        await in_general(rig, "what is the capital of France?", ANN, "Ann")
         await rig.llm.wait_requests(3)
         assert contents(rig.llm.requests[2]) == [
             "hi, I'm Ann",
@@ -96,14 +94,7 @@ async def test_facts_follow_a_person_and_memory_show_and_forget_put_them_in_cont
         rt = await rig.start(nursery)
         await ready(rig, "a")
         await rig.discord.wait_until(lambda: bool(rig.discord._bot("tok-a").commands))
-        await rig.discord.send_message(
-            "tok-a",
-            content="I only use metric units",
-            author_id=ANN,
-            author_name="Ann",
-            guild_id=GUILD,
-            channel_id=GENERAL,
-        )
+        await in_general(rig, "I only use metric units", ANN, "Ann")
         await rig.llm.wait_requests(1)
         await rig.discord.wait_until(lambda: rig.discord.shown(GENERAL, "tok-a") != "")
         await rig.discord.wait_until(lambda: bool(rig.llm.note_requests))
@@ -179,14 +170,7 @@ async def test_facts_follow_a_person_and_memory_show_and_forget_put_them_in_cont
             "I don't remember anything about you."
         )
         # The channel's conversation no longer holds what Ann said.
-        await rig.discord.send_message(
-            "tok-a",
-            content="hello again",
-            author_id=BOB,
-            author_name="Bob",
-            guild_id=GUILD,
-            channel_id=GENERAL,
-        )
+        await in_general(rig, "hello again", BOB, "Bob")
         await rig.llm.wait_requests(4)
         assert contents(rig.llm.requests[3]) == ["hello again"]
         nursery.cancel_scope.cancel()

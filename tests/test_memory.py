@@ -13,7 +13,7 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from tests.browser import ARGS, CHROMIUM, needs_chromium
+from tests.browser import chromium_page, needs_chromium
 from tests.fake_brains import NOTES, FakeLLM, Plan, start_fake
 from tests.postgres import PostgresServer
 from tests.runtime_helpers import options, wait_state, write
@@ -197,12 +197,8 @@ async def test_the_chat_page_goes_on_after_a_reload_and_offers_a_new_conversatio
         url = f"{rt.status_url}/chat/helper"
 
         def browse() -> dict[str, Any]:
-            from playwright.sync_api import sync_playwright
-
             seen: dict[str, Any] = {}
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                page = browser.new_page()
+            with chromium_page() as page:
                 page.goto(url)
                 page.wait_for_selector("#state.on", timeout=10_000)
                 page.fill("#text", "I am Ann")
@@ -222,7 +218,6 @@ async def test_the_chat_page_goes_on_after_a_reload_and_offers_a_new_conversatio
                 page.reload()
                 page.wait_for_function("document.querySelectorAll('.msg').length === 2")
                 seen["new_after_reload"] = page.locator(".msg").all_inner_texts()
-                browser.close()
             return seen
 
         seen = await trio.to_thread.run_sync(browse)

@@ -74,6 +74,20 @@ async def metric(rt: Runtime, line: str) -> bool:
         return line in (await http.get(rt.status_url + "/metrics")).text
 
 
+EVERYTHING = ["first", "one", "second", "two", "third", "three"]
+"""The three exchanges of a fault test: asked before, during and after the fault."""
+
+
+async def kept(tmp_path: Path, store: str, conversation: str, **changes: Any) -> list[str]:
+    """What a fresh runtime on ``store`` holds of a conversation: its turns' words."""
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path, store, **changes)
+        async with open_websocket_url(socket_url(rt)) as ws:
+            turns = await hello(ws, conversation)
+        nursery.cancel_scope.cancel()
+    return [t["text"] for t in turns]
+
+
 async def test_a_full_disk_degrades_memory_answers_go_on_and_it_catches_up(
     tmp_path: Path,
 ) -> None:
@@ -108,19 +122,7 @@ async def test_a_full_disk_degrades_memory_answers_go_on_and_it_catches_up(
                     assert await metric(rt, 'voxbridge_memory_degraded{agent="helper"} 0.0')
                 await rt.shutdown()
                 nursery.cancel_scope.cancel()
-            async with trio.open_nursery() as nursery:
-                rt = await start(nursery, tmp_path, "sqlite", state_dir=state)
-                async with open_websocket_url(socket_url(rt)) as ws:
-                    turns = await hello(ws, "c")
-                assert [t["text"] for t in turns] == [
-                    "first",
-                    "one",
-                    "second",
-                    "two",
-                    "third",
-                    "three",
-                ]
-                nursery.cancel_scope.cancel()
+            assert await kept(tmp_path, "sqlite", "c", state_dir=state) == EVERYTHING
             outer.cancel_scope.cancel()
 
 
@@ -191,19 +193,7 @@ async def test_postgresql_stopped_and_started_again(tmp_path: Path) -> None:
                         assert await store.flush() == 0
                 await rt.shutdown()
                 nursery.cancel_scope.cancel()
-            async with trio.open_nursery() as nursery:
-                rt = await start(nursery, tmp_path, url)
-                async with open_websocket_url(socket_url(rt)) as ws:
-                    turns = await hello(ws, "p")
-                assert [t["text"] for t in turns] == [
-                    "first",
-                    "one",
-                    "second",
-                    "two",
-                    "third",
-                    "three",
-                ]
-                nursery.cancel_scope.cancel()
+            assert await kept(tmp_path, url, "p") == EVERYTHING
             outer.cancel_scope.cancel()
 
 

@@ -196,15 +196,12 @@ class PostgresBackend(SQLBackend):
         version = row[0] if row else 0
         if row is None:
             conn.execute("INSERT INTO schema_version VALUES (0)")
-        if version > len(MIGRATIONS):
-            raise StoreFault(
-                "other",
-                f"{self.where} was written by a newer voxbridge (schema {version}; this one "
-                f"knows {len(MIGRATIONS)}): upgrade voxbridge",
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+
+        def apply(number: int, script: str) -> None:
             conn.execute(script)
             conn.execute("UPDATE schema_version SET version = %s", (number,))
+
+        self._upgrade(version, MIGRATIONS, apply)
         available = conn.execute(
             "SELECT installed_version IS NOT NULL FROM pg_available_extensions "
             "WHERE name = 'vector'"

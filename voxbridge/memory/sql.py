@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .backend import AddFact, AddTurn, AddVector, Vector, Write
+from .backend import AddFact, AddTurn, AddVector, StoreFault, Vector, Write
 from .records import Counts, Fact, PersonSummary, PlaceSummary, StoredTurn, normalized
 
 __all__ = ["Result", "Run", "SQLBackend", "owner_word"]
@@ -77,6 +77,41 @@ class SQLBackend(ABC):
     @abstractmethod
     def _forgotten(self) -> None:
         """After deleting: make the deleted words leave the database's files."""
+
+    def _upgrade(
+        self, version: int, migrations: Sequence[str], apply: Callable[[int, str], None]
+    ) -> None:
+        """Apply the ``migrations`` a database at ``version`` has not had (``apply(number,
+        script)``, in the caller's transaction).
+
+        Raises:
+            StoreFault: the database is newer than this voxbridge.
+        """
+        if version > len(migrations):
+            raise StoreFault(
+                "other",
+                f"{self.where} was written by a newer voxbridge (schema {version}; this one "
+                f"knows {len(migrations)}): upgrade voxbridge",
+            )
+        for number, script in enumerate(migrations[version:], start=version + 1):
+            apply(number, script)
+
+    def _scope(
+        self, agent: str, person: str | None, place: str | None
+    ) -> tuple[list[str], list[Any]]:
+        """The conditions (and their values) that pick an agent's turns: of a conversation, of
+        the exchanges a person asked, or all."""
+        where, args = ["agent = ?"], [agent]
+        if place is not None:
+            where.append("place = ?")
+            args.append(place)
+        if person is not None:
+            where.append(
+                "(place, exchange) IN "
+                "(SELECT place, exchange FROM turns WHERE agent = ? AND person = ?)"
+            )
+            args += (agent, person)
+        return where, args
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -193,16 +228,7 @@ class SQLBackend(ABC):
     def export_turns(
         self, agent: str, *, person: str | None = None, place: str | None = None
     ) -> Iterator[StoredTurn]:
-        where, args = ["agent = ?"], [agent]
-        if place is not None:
-            where.append("place = ?")
-            args.append(place)
-        if person is not None:
-            where.append(
-                "(place, exchange) IN "
-                "(SELECT place, exchange FROM turns WHERE agent = ? AND person = ?)"
-            )
-            args += (agent, person)
+        where, args = self._scope(agent, person, place)
         sql = (
             "SELECT place, exchange, part, text, person, name, cut, at FROM turns "
             f"WHERE {' AND '.join(where)} AND (place, exchange, part) > (?, ?, ?) "
@@ -243,16 +269,7 @@ class SQLBackend(ABC):
 
     def forget(self, agent: str, *, person: str | None = None, place: str | None = None) -> Counts:
         def delete(run: Run) -> Counts:
-            where, args = ["agent = ?"], [agent]
-            if place is not None:
-                where.append("place = ?")
-                args.append(place)
-            if person is not None:
-                where.append(
-                    "(place, exchange) IN "
-                    "(SELECT place, exchange FROM turns WHERE agent = ? AND person = ?)"
-                )
-                args += (agent, person)
+            where, args = self._scope(agent, person, place)
             turns = run(f"DELETE FROM turns WHERE {' AND '.join(where)}", args).changed
             facts = 0
             if place is None:

@@ -188,17 +188,13 @@ class SQLiteBackend(SQLBackend):
         return conn
 
     def _migrate(self) -> None:
+        def apply(number: int, script: str) -> None:
+            self._w.execute(script)
+            self._w.execute(f"PRAGMA user_version = {number}")
+
         def migrate(run: Run) -> None:
             (version,) = run("PRAGMA user_version", ()).rows[0]
-            if version > len(MIGRATIONS):
-                raise StoreFault(
-                    "other",
-                    f"{self.where} was written by a newer voxbridge (schema {version}; this one "
-                    f"knows {len(MIGRATIONS)}): upgrade voxbridge",
-                )
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                self._w.execute(script)
-                self._w.execute(f"PRAGMA user_version = {number}")
+            self._upgrade(version, MIGRATIONS, apply)
 
         self._transaction(migrate)
 
