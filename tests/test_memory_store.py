@@ -222,3 +222,9 @@ def _pretend_newer(backend: Backend, store_url: str) -> None:
 
         with psycopg.connect(store_url, autocommit=True) as conn:
             conn.execute("UPDATE voxbridge.schema_version SET version = 99")
+
+
+def test_a_batch_larger_than_one_statement_holds_is_written_whole(backend: Backend) -> None:
+    turns = [question("web:big", f"q{n}", "web:big") for n in range(4000)]  # 36,000 values
+    backend.write([AddTurn(t) for t in turns])
+    assert len(backend.recent_turns("a", "web:big", 5000)) == 4000

@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 PAGE = 1000  # rows per page of an export
 CHUNK = 5000  # rows per transaction of an expiry
+ROWS = 1000  # turns in one INSERT: 9,000 values, under SQLite's 32,766 a statement
 _TURN_COLUMNS = "agent, place, exchange, part, text, person, name, cut, at"
 _TURN_ROW = "(" + ", ".join("?" * 9) + ")"
 
@@ -117,14 +118,13 @@ class SQLBackend(ABC):
 
     def write(self, batch: Sequence[Write]) -> None:
         turns = [op.turn for op in batch if isinstance(op, AddTurn)]
-        if len(turns) == len(batch):  # the usual batch: one statement, its own transaction
-            if turns:
-                self._single(*self._insert_turns(turns))
+        if 0 < len(turns) == len(batch) <= ROWS:  # the usual batch: one statement, one commit
+            self._single(*self._insert_turns(turns))
             return
 
         def apply(run: Run) -> None:
-            if turns:
-                run(*self._insert_turns(turns))
+            for start in range(0, len(turns), ROWS):
+                run(*self._insert_turns(turns[start : start + ROWS]))
             for op in batch:
                 if isinstance(op, AddFact):
                     self._add_fact(run, op.fact, op.vector)
