@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,6 +155,23 @@ def test_run_refuses_what_cannot_work(tmp_path: Path, cli: CliRunner) -> None:
     assert r.returncode == 77
     assert "chmod 600" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_busy_port_is_one_line_naming_it_and_exit_69(tmp_path: Path, cli: CliRunner) -> None:
+    """Issue 21.1: a second `voxbridge run` on a taken port printed a 60-line traceback."""
+    agents(tmp_path, a="name: A\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        r = cli("run", "--listen", address)
+    errors = [line for line in r.stderr.splitlines() if " INFO " not in line]
+    assert r.returncode == 69
+    assert errors == [
+        f"voxbridge: cannot listen on {address}: the address is in use (another `voxbridge "
+        "run`?): stop that, or pass --listen HOST:PORT with a free port, or --listen none to "
+        "run without the status server"
+    ]
 
 
 def test_help_lists_every_option(cli: CliRunner) -> None:

@@ -7,6 +7,7 @@
     │   └── KeyPermissionError      exit 77  a private key is readable by group or others
     ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
     ├── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
+    ├── ListenError                 exit 69  the status server cannot listen on its address
     ├── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
     └── BrainError                  (actors) the LLM or n8n could not answer one message
 
@@ -26,6 +27,7 @@ __all__ = [
     "DecryptError",
     "KeyPermissionError",
     "KeysError",
+    "ListenError",
     "PermanentFailure",
     "Problem",
     "UsageError",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 EX_USAGE = 2
+EX_UNAVAILABLE = 69
 EX_NOPERM = 77
 EX_CONFIG = 78
 
@@ -104,6 +107,14 @@ class DecryptError(VoxbridgeError):
 class WriteError(VoxbridgeError):
     """Raised when a file cannot be replaced (disk full, read-only directory); the original
     file is left exactly as it was."""
+
+
+class ListenError(VoxbridgeError):
+    """Raised when ``voxbridge run`` cannot listen on its status server's address: the port is
+    taken (a second ``voxbridge run``?), the address is not one of this host's, or the port
+    needs privileges. Nothing has started; the message names the address and ``--listen``."""
+
+    exit_code = EX_UNAVAILABLE
 
 
 class PermanentFailure(VoxbridgeError):
