@@ -110,6 +110,11 @@ async def test_an_answer_streams_as_deltas_and_the_conversation_is_kept(tmp_path
         ("[1, 2]", r"unknown type None"),
         ('{"type": "message", "text": ""}', r'"text" must be a non-empty string'),
         ('{"type": "message", "text": 42}', r'"text" must be a non-empty string'),
+        (
+            '{"type": "message", "text": "\\ud800"}',
+            r'"text" is not valid Unicode \(U\+D800 at character 1 is half of a surrogate pair',
+        ),
+        ('{"type": "message", "text": "caf\\udce9"}', r"byte 0xe9 at character 4 is not UTF-8"),
         (b"\x00\x01binary", r"send JSON text frames"),
         ('{"type": "message", "text": "' + "x" * 1_048_576 + '"}', r"message too large"),
     ],

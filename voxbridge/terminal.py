@@ -9,6 +9,7 @@ not a terminal, every line read is a message and only the answers are printed.
 from __future__ import annotations
 
 import getpass
+import io
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import httpx
 import trio
 
 from .brain import Conversation, Message, N8nClient, think
+from .brain.text import invalid_unicode
 from .config.load import agent_files, load_agent_file
 from .config.model import Agent
 from .errors import BrainError, UsageError
@@ -78,7 +80,15 @@ class _Terminal:
         self.out.flush()
 
     async def answer(self, text: str) -> bool:
-        """Stream the answer to ``text``; False if the brain failed."""
+        """Stream the answer to ``text``; False if the brain failed or ``text`` is not text."""
+        problem = invalid_unicode(text)
+        if problem is not None:
+            print(
+                f"❌ not sent: {problem} (is the terminal's or the file's encoding UTF-8?)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
         message = Message(f"terminal:{os.getpid()}", getpass.getuser(), getpass.getuser(), text)
         turns = self.conversation.context(self.agent.history, text)
         if self.tty:
@@ -184,4 +194,9 @@ def run_chat(agents_dir: Path, keys_dir: Path, wanted: str, once: str | None) ->
             f"agent '{agent.id}' has no brain to chat with: give {agent.file} an llm section "
             "or an enabled n8n plugin"
         )
+    # Bytes that are not UTF-8 must reach answer()'s check, not kill the reading thread;
+    # an answer must not die on a terminal that cannot show a character either.
+    for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "replace")):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
     return trio.run(_main, agent, once)

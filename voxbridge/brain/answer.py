@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import trio
@@ -21,6 +21,7 @@ from ..errors import BrainError
 from .llm import Emit, LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient
+from .text import scrub
 
 __all__ = ["Answer", "Think", "think"]
 
@@ -103,6 +104,10 @@ async def think(
     send, receive = trio.open_memory_channel[str | BrainError](_BUFFER)
     answer = Answer(receive)
     failure: BaseException | None = None
+    # Text that UTF-8 cannot carry would fail inside httpx's JSON encoding: repaired here,
+    # whatever channel it came from (the chat and the terminal refuse it before, with words).
+    message = replace(message, text=scrub(message.text))
+    history = [replace(t, content=scrub(t.content)) for t in history]
     asked = _Asked(agent, message, history, http, n8n, logger)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_produce, send, asked)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...brain import Conversation, Message
+from ...brain.text import invalid_unicode
 from ...errors import BrainError
 
 if TYPE_CHECKING:
@@ -99,6 +100,10 @@ class _Session:
         question = event.get("text")
         if not isinstance(question, str) or not question.strip():
             await self.error('"text" must be a non-empty string')
+            return
+        problem = invalid_unicode(question)
+        if problem is not None:
+            await self.error(f'"text" is not valid Unicode ({problem}): send UTF-8 text')
             return
         if len(question) > MAX_TEXT:
             await self.error(
