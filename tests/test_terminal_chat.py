@@ -174,9 +174,20 @@ async def test_text_that_is_not_utf8_is_refused_in_words_and_the_chat_goes_on(
         assert chat.proc.stdin is not None
         await chat.proc.stdin.send_all(b"hi\n\xffoops\nthere\n")
         code, out, err = await chat.finish()
+        assert code == 1  # a line went unanswered: scripts can tell
         assert out.splitlines() == ["Hello.", "Still here."]
         assert "❌ not sent: byte 0xff at character 1 is not UTF-8" in err
         assert "Traceback" not in err
         assert [r["messages"][-1]["content"] for r in llm.requests] == ["hi", "there"]
         nursery.cancel_scope.cancel()
 
+
+async def test_piped_lines_that_go_unanswered_exit_1(tmp_path: Path) -> None:
+    """Issue 21.3: with every answer failing, a piped chat exited 0."""
+    agent(tmp_path, "http://127.0.0.1:9")
+    chat = await Chat.start(tmp_path, "helper")
+    await chat.say("hi")
+    await chat.say("there")
+    code, out, err = await chat.finish()
+    assert (code, out) == (1, "")
+    assert err.count("the LLM at http://127.0.0.1:9/v1: cannot reach it") == 2

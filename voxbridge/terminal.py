@@ -3,7 +3,9 @@
 It loads and decrypts the agent's file, streams each answer to stdout as it arrives and keeps
 the conversation's history. Ctrl-D leaves; Ctrl-C stops the answer in flight (at the prompt, a
 second Ctrl-C leaves). ``--once TEXT`` answers one message and exits (scripts, CI). With stdin
-not a terminal, every line read is a message and only the answers are printed.
+not a terminal, every line read is a message and only the answers are printed. The exit code is
+1 when any message went unanswered (the brain failed, or the text was not UTF-8), so scripts can
+tell.
 """
 
 from __future__ import annotations
@@ -179,11 +181,12 @@ async def _main(agent: Agent, once: str | None) -> int:
             if tty:
                 term.write("\n")
             nursery.cancel_scope.cancel()
-    return 0
+    return 0 if ok else 1
 
 
 def run_chat(agents_dir: Path, keys_dir: Path, wanted: str, once: str | None) -> int:
-    """Load the agent, then chat until stdin ends; returns the exit code (1: ``--once`` failed).
+    """Load the agent, then chat until stdin ends; returns the exit code (1: a message went
+    unanswered).
 
     Raises:
         UsageError, ConfigError: the agent cannot be found or loaded.
