@@ -152,6 +152,11 @@ async def test_an_unknown_agent_or_one_without_web_gets_an_error(tmp_path: Path)
         async with httpx.AsyncClient(base_url=rt.status_url or "") as http:
             page = await http.get("/chat/quiet")
             assert page.status_code == 404 and "plugins: {web: {enabled: true}}" in page.text
+            # Issue 21.5: what cannot be an agent id never reaches a page (a NUL byte did).
+            for bad in ("quiet%00", "%3Cb%3Ehi", "Quiet", "quiet%0A", "-x"):
+                page = await http.get(f"/chat/{bad}")
+                assert (page.status_code, page.text) == (404, "Not Found"), bad
+                assert page.headers["content-type"].startswith("text/plain")
             assert (await http.get("/healthz")).status_code == 200  # the server goes on
         nursery.cancel_scope.cancel()
 
@@ -209,7 +214,7 @@ async def test_cancel_stops_the_answer_and_keeps_what_was_said(tmp_path: Path) -
 
 async def test_no_llm_reachable_says_which_url_and_what_to_do(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
-        agent(tmp_path, "http://127.0.0.1:9")
+        path = agent(tmp_path, "http://127.0.0.1:9")
         rt = await start(nursery, tmp_path)
         await wait_state(rt, ("helper", "web"), ActorState.RUNNING)
         started = trio.current_time()
@@ -219,7 +224,8 @@ async def test_no_llm_reachable_says_which_url_and_what_to_do(tmp_path: Path) ->
         assert event["type"] == "error"
         assert "the LLM at http://127.0.0.1:9/v1: cannot reach it" in event["message"]
         assert "`ollama serve`" in event["message"]
-        assert "llm.base_url in" in event["message"] and "helper.yaml" in event["message"]
+        # The base_url's own line and column (issue 21.5: it pointed at `llm:`).
+        assert f"set llm.base_url in {path}:2:7 to a running" in event["message"]
         nursery.cancel_scope.cancel()
 
 

@@ -171,7 +171,7 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
             reveal(agent.system_prompt),
             history,
             counted,
-            where=f"llm.base_url in {agent.where('llm')}",
+            where=f"llm.base_url in {agent.where('llm.base_url')}",
         )
         if whole is not None and whole.strip():
             return whole

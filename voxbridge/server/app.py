@@ -20,10 +20,11 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..config.load import is_agent_id
 from ..errors import ListenError
 from .access import Access, Guard
 from .metrics import render_metrics
@@ -141,6 +142,8 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def chat_page(request: Request) -> Response:
         agent_id = request.path_params["agent_id"]
+        if not is_agent_id(agent_id):  # a NUL byte, markup...: never written into a page
+            return PlainTextResponse("Not Found", status_code=404)
         for endpoints in web_endpoints(runtime, agent_id):
             page = endpoints.page("chat")
             if page is not None:
