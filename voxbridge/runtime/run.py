@@ -49,6 +49,7 @@ async def serve(
         ConfigError: the agents directory does not exist.
         KeyPermissionError: a private key is readable by others.
     """
+    began = trio.current_time()
     plugins = installed_plugins() if plugins is None else plugins
     if not options.agents_dir.is_dir():
         raise ConfigError(
@@ -80,11 +81,10 @@ async def serve(
         )
         log.info("🔌 Loading agents and starting their plugins...")
         await runtime.reconciler.rescan()
-        keys = runtime.supervisor.keys()
         runtime.ready = True
         runtime.notifier.ready(runtime.summary())
         nursery.start_soon(runtime.notifier.watchdog)
-        nursery.start_soon(runtime.summarize_start, keys)
+        nursery.start_soon(runtime.summarize_start, began)
         task_status.started(runtime)
 
 
