@@ -155,7 +155,8 @@ class _Session:
             await self.error(failure)
         elif service.stopped:
             await self.error(
-                f"agent '{self.agent_id}' stopped mid-answer: its file was removed or changed"
+                f"agent '{self.agent_id}' stopped mid-answer (a restart, or its file changed or "
+                "was removed)"
             )
         elif scope.cancelled_caught:
             await self.outbox.send({"type": "done", "cut": True})
