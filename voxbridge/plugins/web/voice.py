@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...brain import Conversation
-from ...voice.audio import RATE, Resampler
+from ...voice.audio import MAX_RATE, MIN_RATE, RATE, Resampler
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
 from ...voice.session import Speaker, VoiceSession
@@ -101,8 +101,8 @@ def _hello(event: Any) -> int | str:
         return f"format {fmt!r} is not supported: send s16le (16-bit little-endian PCM)"
     if channels != 1:
         return f"{channels} channels are not supported: send mono (channels: 1)"
-    if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
-        return f"sample_rate {rate!r} is not supported: send 8000 to 48000 (Hz)"
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+        return f"sample_rate {rate!r} is not supported: send {MIN_RATE} to {MAX_RATE} (Hz)"
     return rate
 
 
