@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -33,12 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import pct, voxbridge
+from harness import free_port, pct, voxbridge
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.fake_discord import FakeDiscord, RecordedRequest
@@ -48,6 +50,41 @@ from voxbridge.secrets.keys import generate_key_pair
 GUILD, CHANNEL = 880000000000000001, 880000000000000002
 USER = 7001
 HERE = Path(__file__).resolve().parent
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, every thread (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _histogram(port: int, name: str) -> list[tuple[float, float]]:
+    """A histogram of the process's /metrics: (upper bound, cumulative count) pairs."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append(
+                (float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1]))
+            )
+    return buckets
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus' histogram_quantile: linear within the bucket the quantile falls in."""
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    wanted = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= wanted:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (wanted - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
 
 
 def _reply_since(discord: FakeDiscord, index: int) -> RecordedRequest | None:
@@ -77,10 +114,12 @@ async def measure(
     stages: Path | None = None,
     plain: bool = False,
     rows: list[dict[str, float]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """The path's figures; with ``stages`` (a file), voxbridge marks its stages there; with
     ``plain``, the plain disnake bot answers instead (one bot); ``rows`` gets each message's
-    timestamps."""
+    timestamps; ``env`` is added to voxbridge's environment (``VOXBRIDGE_STORE=none``: memory
+    in the process only, the baseline of durable conversations)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         public = generate_key_pair(root / "keys", "bench")
@@ -99,7 +138,8 @@ async def measure(
                     f"name: Agent {i}\nllm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
                     f"plugins:\n  discord:\n    bot_token: {sealed}\n"
                 )
-            args = ["--listen", "none", "--discord-api-base", discord.base_url]
+            port = free_port()
+            args = ["--listen", f"127.0.0.1:{port}", "--discord-api-base", discord.base_url]
             command = None
             if profile is not None:
                 spy = shutil.which("py-spy") or "py-spy"
@@ -111,16 +151,18 @@ async def measure(
                 command += [f"VB_LLM={llm.base_url}/v1", sys.executable, str(HERE / "plain_bot.py")]
             stop = signal.SIGINT if profile else signal.SIGTERM  # py-spy writes on Ctrl-C
             traced = {"also": [HERE / "stages"], "env": {"VOXBRIDGE_STAGES_OUT": str(stages)}}
-            async with voxbridge(
-                root, *args, command=command, stop=stop, **(traced if stages else {})
-            ):
+            extra = traced if stages else ({"env": env} if env else {})
+            async with voxbridge(root, *args, command=command, stop=stop, **extra) as proc:
                 await discord.wait_until(
                     lambda: all(discord.connected(f"bench-token-{i}") for i in range(bots)),
                     limit_s=60,
                 )
                 await trio.sleep(2.5)  # every bot past guild_ready_timeout: READY for real
                 to_brain, to_reply, total = [], [], []
+                cpu = 0.0
                 for n in range(messages + 20):  # the first 20 warm connections up
+                    if n == 20:
+                        cpu = _cpu_seconds(proc.pid)
                     seen = len(discord.requests)
                     t0 = time.perf_counter()
                     await discord.send_message(
@@ -138,6 +180,8 @@ async def measure(
                         to_brain.append(llm.times[n] - t0)
                         to_reply.append(reply.at - llm.times[n])
                         total.append(reply.at - t0)
+                cpu = _cpu_seconds(proc.pid) - cpu
+                written = [] if plain else await _histogram(port, "voxbridge_memory_write_seconds")
             rtt = await _brain_round_trip(llm.base_url, 300)
             nursery.cancel_scope.cancel()
     ms = 1000.0
@@ -152,6 +196,11 @@ async def measure(
         f"bots{bots}_brain_to_reply_p95_ms": ms * pct(to_reply, 95),
         f"bots{bots}_total_p50_ms": ms * statistics.median(total),
         f"bots{bots}_total_p95_ms": ms * pct(total, 95),
+        # The process's CPU (every thread) per message, from its own /metrics.
+        f"bots{bots}_cpu_per_message_ms": ms * cpu / max(1, messages),
+        # Turns committed while this load ran, as the process's own histogram has them.
+        f"bots{bots}_memory_append_p50_ms": ms * quantile(written, 0.5),
+        f"bots{bots}_memory_append_p95_ms": ms * quantile(written, 0.95),
     }
 
 

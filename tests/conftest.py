@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresServer, debian_bin, need, pgvector_bin, running
 from voxbridge.secrets.keys import Keyring, PublicKey, generate_key_pair, load_keyring
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
@@ -112,3 +113,34 @@ def cli(tmp_path: Path) -> CliRunner:
         return done
 
     return run
+
+
+# --- memory stores: SQLite, and real PostgreSQL servers (tests/postgres.py) -------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL (no pgvector), one for the session; each test takes a database."""
+    with running(need(debian_bin(), "PostgreSQL (Debian's postgresql package)")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[PostgresServer]:
+    """PostgreSQL 16 with pgvector (from the pgserver wheel), one for the session."""
+    with running(need(pgvector_bin(), "PostgreSQL with pgvector (the pgserver wheel)")) as server:
+        yield server
+
+
+STORES = ["sqlite", "postgresql", "postgresql+pgvector"]
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store of each kind, as ``--store`` names it."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'memory.db'}"
+    server = request.getfixturevalue(
+        "postgres_server" if request.param == "postgresql" else "pgvector_server"
+    )
+    return str(server.new_database())

@@ -6,7 +6,9 @@ records the requests it received and answers as it is told (a reply, a status, a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,10 +76,33 @@ class _Recorder:
                 await self._arrived.wait()
 
 
+NOTES = "You keep notes about the people"
+"""How a request to learn facts (voxbridge.memory.facts) begins its system message."""
+
+
+def bag_of_words(text: str, dims: int = 64) -> list[float]:
+    """A deterministic embedding where texts sharing words (crudely stemmed) are near."""
+    vector = [0.0] * dims
+    for word in re.findall(r"[a-z]+", text.lower()):
+        word = word.removesuffix("s")
+        if len(word) < 3:
+            continue
+        digest = hashlib.sha256(word.encode()).digest()
+        for i in range(dims):
+            vector[i] += 1.0 if digest[i % 32] >> (i // 32) & 1 else -1.0
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]
+
+
 @dataclass
 class FakeLLM(_Recorder):
     """``POST /v1/chat/completions``: streams server-sent events when asked to stream (or JSON
     when ``stream_ok`` is False), honours a planned status, Retry-After and delay.
+
+    Requests to learn facts (their system message begins with :data:`NOTES`) are answered from
+    ``notes`` (the last one repeats; none: ``[]``) and recorded in ``note_requests``, apart from
+    the conversation. ``POST /v1/embeddings`` answers :func:`bag_of_words` vectors, recorded in
+    ``embedding_requests`` (``embeddings_fail``: it answers 500).
 
     A step may also say how the stream goes: ``chunks`` (the deltas; default: the reply's words),
     ``chunk_delay`` (seconds between them), ``break_after`` (drop the connection after that many
@@ -97,9 +122,40 @@ class FakeLLM(_Recorder):
     """Content chunks sent, over every stream."""
     hung_up: trio.Event = field(default_factory=trio.Event)
     """Set when a client hangs up mid-stream."""
+    notes: list[str] = field(default_factory=list)
+    note_requests: list[dict[str, Any]] = field(default_factory=list)
+    embedding_requests: list[dict[str, Any]] = field(default_factory=list)
+    embeddings_fail: bool = False
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", _Endpoint(self), methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", _Endpoint(self), methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            ]
+        )
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        self.embedding_requests.append(body)
+        if self.embeddings_fail:
+            return JSONResponse({"error": "planned"}, status_code=500)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": bag_of_words(text)}
+            for i, text in enumerate(texts)
+        ]
+        return JSONResponse({"object": "list", "data": data, "model": body["model"]})
+
+    def note_reply(self, body: dict[str, Any]) -> str | None:
+        """The answer to a request to learn facts, or None for any other request."""
+        messages = body.get("messages") or [{}]
+        if not str(messages[0].get("content", "")).startswith(NOTES):
+            return None
+        self.note_requests.append(body)
+        if not self.notes:
+            return "[]"
+        return self.notes.pop(0) if len(self.notes) > 1 else self.notes[0]
 
     def chunks(self, step: dict[str, Any]) -> list[str]:
         if "chunks" in step:
@@ -117,7 +173,15 @@ class _Endpoint:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         fake = self.fake
-        body = await fake.take_json(Request(scope, receive))
+        request = Request(scope, receive)
+        body = await request.json()
+        note = fake.note_reply(body)
+        if note is not None:
+            reply = {"choices": [{"message": {"role": "assistant", "content": note}}]}
+            await JSONResponse(reply)(scope, receive, send)
+            return
+        fake.headers.append(dict(request.headers))
+        fake.record(body)
         step = fake.plan.next()
         if step.get("delay"):
             await trio.sleep(step["delay"])

@@ -87,7 +87,9 @@ VOICE_BITRATE = 64_000
 
 # interaction callback types that produce the original response message
 CHANNEL_MESSAGE_WITH_SOURCE, DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 4, 5
+UPDATE_MESSAGE = 7  # a component's interaction: edit the message the component is on
 LOADING_FLAG = 1 << 7
+EPHEMERAL_FLAG = 1 << 6
 
 
 def _now() -> str:
@@ -518,6 +520,62 @@ class FakeDiscord:
         await self.wait_until(lambda: account.session_id is not None, limit_s)
         self._dispatch(account, "INTERACTION_CREATE", payload)
         return str(interaction.id)
+
+    async def click(
+        self,
+        bot: BotAccount | str,
+        *,
+        message: Json,
+        custom_id: str,
+        user_id: int,
+        user_name: str = "someone",
+        limit_s: float = 5.0,
+    ) -> str:
+        """Dispatch INTERACTION_CREATE for a click on the button ``custom_id`` of ``message``
+        (a message the bot sent, an interaction's response included); returns the new
+        interaction's id. Its ``UPDATE_MESSAGE`` callback edits ``message``."""
+        account = self._bot(bot)
+        user = self._users.setdefault(user_id, _user(user_id, user_name))
+        channel = self._channels[int(message["channel_id"])]
+        interaction = _Interaction(
+            self._snowflake(), secrets.token_urlsafe(24), account, channel.id
+        )
+        interaction.original = message
+        payload: Json = {
+            "id": str(interaction.id),
+            "application_id": str(account.application_id),
+            "type": 3,
+            "token": interaction.token,
+            "version": 1,
+            "channel_id": str(channel.id),
+            "channel": self._channel_payload(channel),
+            "message": message,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "locale": "en-US",
+            "app_permissions": ALL_PERMISSIONS,
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if channel.guild_id is None:
+            payload |= {"user": user, "context": 1}
+        else:
+            payload |= {
+                "guild_id": str(channel.guild_id),
+                "guild_locale": "en-US",
+                "member": _member(user),
+                "context": 0,
+            }
+        self._interactions[interaction.token] = interaction
+        await self.wait_until(lambda: account.session_id is not None, limit_s)
+        self._dispatch(account, "INTERACTION_CREATE", payload)
+        return str(interaction.id)
+
+    def original_response(self, interaction_id: str) -> Json | None:
+        """The message an interaction's response made (or the one its component is on)."""
+        for interaction in self._interactions.values():
+            if str(interaction.id) == interaction_id:
+                return interaction.original
+        return None
 
     def disconnect(
         self, bot: BotAccount | str, *, code: int = 4000, forget_session: bool = False
@@ -1137,6 +1195,11 @@ class FakeDiscord:
                 {"flags": LOADING_FLAG} if kind == DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE else {}
             )
             interaction.original = self._webhook_message(interaction, data | loading)
+        elif kind == UPDATE_MESSAGE and interaction.original is not None:
+            body: Json = call.json.get("data") or {}
+            interaction.original |= self._message_fields(body) | {"edited_timestamp": _now()}
+            if "components" in body:
+                interaction.original["components"] = body["components"]
         return Response(status_code=204)
 
     def _webhook_message(self, interaction: _Interaction, body: Json) -> Json:

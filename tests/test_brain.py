@@ -11,7 +11,7 @@ import trio
 
 from tests.fake_brains import FakeLLM, FakeN8n, Plan, start_fake
 from voxbridge import BrainError, Secret
-from voxbridge.brain import Conversation, LLMClient, Message, N8nClient, Turn, think
+from voxbridge.brain import LLMClient, Message, N8nClient, Turn, think
 from voxbridge.config.model import Agent, LLMConfig, PluginConfig
 
 HISTORY = [Turn("user", "hi"), Turn("assistant", "hello!"), Turn("user", "how are you?")]
@@ -223,7 +223,7 @@ async def test_n8n_every_response_shape(step: dict[str, object]) -> None:
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         base = await start_fake(nursery, fake)
         client = N8nClient(http, Secret(base + "/webhook/secret-path"), 5, results.append)
-        assert await client.ask(AGENT, MESSAGE, HISTORY) == "R"
+        assert await client.ask(AGENT, MESSAGE, HISTORY, ["Likes tea."]) == "R"
         assert fake.requests == [
             {
                 "sessionId": "discord:1",
@@ -235,6 +235,7 @@ async def test_n8n_every_response_shape(step: dict[str, object]) -> None:
                     {"role": "assistant", "content": "hello!"},
                     {"role": "user", "content": "how are you?"},
                 ],
+                "facts": ["Likes tea."],
                 "agentConfig": {
                     "name": "Helper",
                     "systemPrompt": "Be brief.",
@@ -329,23 +330,3 @@ async def test_text_utf8_cannot_carry_reaches_the_llm_repaired_not_as_a_crash() 
         contents = [m["content"] for m in llm.requests[0]["messages"]]
         assert contents == ["earlier \ufffd", "caf\ufffd \ufffd"]
         nursery.cancel_scope.cancel()
-
-
-def test_conversation_keeps_what_was_said_and_marks_cut_answers() -> None:
-    talk = Conversation()
-    talk.record("hi", "hello there ")
-    talk.record("tell me a story", "Once upon a", cut=True)
-    talk.record("are you there?", "")  # the brain failed: only the question stays
-    assert talk.turns == (
-        Turn("user", "hi"),
-        Turn("assistant", "hello there"),
-        Turn("user", "tell me a story"),
-        Turn("assistant", "Once upon a…"),
-        Turn("user", "are you there?"),
-    )
-    assert talk.context(2, "next") == [
-        Turn("assistant", "Once upon a…"),
-        Turn("user", "are you there?"),
-        Turn("user", "next"),
-    ]
-    assert talk.context(0, "next") == [Turn("user", "next")]

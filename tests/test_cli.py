@@ -129,8 +129,8 @@ def test_check_reports_every_problem_in_every_file(project: Path, cli: CliRunner
         "agents.d/types.yaml:1:10: history: expected an integer, found a string ('ten')",
         "agents.d/types.yaml:2:10: default: expected true or false, found a string ('maybe')",
         "agents.d/typo.yaml:2:1: system_promt: unknown key 'system_promt': did you mean "
-        "'system_prompt'? expected one of: default, description, history, llm, name, plugins, "
-        "restart, system_prompt, voice",
+        "'system_prompt'? expected one of: default, description, history, llm, memory, name, "
+        "plugins, restart, system_prompt, voice",
     ]
     assert lines[-1] == "✗ 4 problem(s) in 3 of 4 agent file(s) in agents.d/"
     no_traceback(r)

@@ -125,6 +125,17 @@ async def test_two_people_take_turns_and_each_answer_is_attributed_and_audible(
         # The second question carries the first exchange: the history says who said what.
         second = [m["content"] for m in rig.llm.requests[1]["messages"]]
         assert "Ann: what time is it" in second and "Hello to you." in second
+        # Kept as the voice channel's conversation, each question with who asked it.
+        assert rig.rt is not None and rig.rt.memory.store is not None
+        asked = await rig.rt.memory.store.read(
+            lambda b: list(b.export_turns("a", place=f"discord-voice:{VOICE}")), default=[]
+        )
+        people = [(t.person, t.text) for t in asked if t.role == "user"]
+        assert people == [
+            (f"discord:{ANN}", "Ann: what time is it"),
+            (f"discord:{BOB}", "Bob: and the weather"),
+            (f"discord:{ANN}", "Ann: thanks"),
+        ]
         nursery.cancel_scope.cancel()
 
 

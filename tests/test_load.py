@@ -132,8 +132,18 @@ def test_same_config_compares_equal_despite_new_ciphertext(
         ),
         (
             "restart:\n  max: 5 minutes\n",
-            "a.yaml:2:8: restart.max: expected a duration: 500ms, 30s, 5m, 1h, or a number of seconds;"
+            "a.yaml:2:8: restart.max: expected a duration: 500ms, 30s, 5m, 1h, 90d, or a number of seconds;"
             " found '5 minutes'",
+        ),
+        (
+            "memory:\n  keep: never\n",
+            "a.yaml:2:9: memory.keep: expected a duration (90d, 12h, 30m...) or forever; "
+            "found 'never'",
+        ),
+        (
+            "memory:\n  facts: true\n",
+            "a.yaml:2:3: memory.facts: facts are learned by the agent's llm, and this agent "
+            "has none: add an llm section, or set facts: false",
         ),
         (
             "plugins:\n  n8n:\n    webhook_url: x\n    mode: primry\n",

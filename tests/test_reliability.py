@@ -146,6 +146,16 @@ CATALOGUE: list[tuple[str, Callable[[Path, dict[str, str]], None], str]] = [
     ("looping symlink", _replace(lambda p: p.symlink_to(p)), "symlink loop"),
     ("a FIFO instead of a file", _replace(os.mkfifo), "not a regular file"),
     ("a directory instead of a file", _replace(lambda p: p.mkdir()), "not a regular file"),
+    (
+        "memory: a keep that is no duration",
+        _text("memory:\n  keep: never\n"),
+        ":2:9: memory.keep: expected a duration (90d, 12h, 30m...) or forever",
+    ),
+    (
+        "memory: facts without an llm to learn them",
+        _text("memory:\n  facts: true\n"),
+        ":2:3: memory.facts: facts are learned by the agent's llm, and this agent has none",
+    ),
 ]
 
 

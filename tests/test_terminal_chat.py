@@ -191,3 +191,25 @@ async def test_piped_lines_that_go_unanswered_exit_1(tmp_path: Path) -> None:
     code, out, err = await chat.finish()
     assert (code, out) == (1, "")
     assert err.count("the LLM at http://127.0.0.1:9/v1: cannot reach it") == 2
+
+
+async def test_a_conversation_goes_on_across_runs_and_another_is_apart(tmp_path: Path) -> None:
+    llm = FakeLLM(Plan([{"reply": "Hello Ann."}, {"reply": "You are Ann."}, {"reply": "Who?"}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        agent(tmp_path, llm.base_url)
+        for args in (
+            ("--once", "I am Ann"),
+            ("--once", "who am I?"),
+            ("--once", "who am I?", "--conversation", "other"),
+        ):
+            chat = await Chat.start(tmp_path, "helper", *args)
+            code, _, err = await chat.finish()
+            assert code == 0, err
+        contents = [[m["content"] for m in r["messages"][1:]] for r in llm.requests]
+        assert contents[1] == ["I am Ann", "Hello Ann.", "who am I?"]
+        assert contents[2] == ["who am I?"]
+        chat = await Chat.start(tmp_path, "helper", "--conversation", "a/b")
+        code, _, err = await chat.finish()
+        assert code == 2 and "--conversation 'a/b': use 1 to 64 letters" in err
+        nursery.cancel_scope.cancel()

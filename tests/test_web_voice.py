@@ -122,7 +122,8 @@ async def test_a_spoken_question_gets_a_spoken_answer(tmp_path: Path) -> None:
         await start_fake(nursery, llm)
         rt = await start(nursery, tmp_path, llm)
         async with calling(voice_url(rt)) as caller:
-            answer = await caller.hello()
+            # The chat page's conversation: text and voice share one (SPEC §14).
+            answer = await caller.hello(conversation="page-1")
             assert answer == {
                 "type": "hello",
                 "sample_rate": 22050,
@@ -138,6 +139,14 @@ async def test_a_spoken_question_gets_a_spoken_answer(tmp_path: Path) -> None:
             assert deltas == "Sunny and warm. A fine day for a walk."
             assert caller.audio > 2 * 22050  # more than a second of speech came back
             assert llm.requests[0]["messages"][-1]["content"] == transcript["text"]
+        # What was said and heard is in the page's conversation, as the chat socket shows it.
+        async with open_websocket_url(voice_url(rt).replace("/voice", "/chat")) as ws:
+            await ws.send_message(json.dumps({"type": "hello", "conversation": "page-1"}))
+            history = json.loads(await ws.get_message())
+        assert history["turns"] == [
+            {"role": "user", "text": transcript["text"]},
+            {"role": "assistant", "text": "Sunny and warm. A fine day for a walk."},
+        ]
         metrics = rt.table.histograms
         for stage in ("voice_stt", "voice_think", "voice_first_audio"):
             assert metrics[stage].n == 1, stage

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from voxbridge.brain import Answer, Message, Turn
+from voxbridge.brain import Answer, Message, Ready, Turn
 from voxbridge.errors import BrainError
 from voxbridge.voice.audio import FRAME_BYTES, RATE
 from voxbridge.voice.output import Pacer
@@ -89,7 +89,9 @@ class ScriptedBrain:
     cancelled: int = 0
 
     @asynccontextmanager
-    async def __call__(self, message: Message, history: Sequence[Turn]) -> AsyncIterator[Answer]:
+    async def __call__(
+        self, message: Message, history: Sequence[Turn], *, stored: Ready | None = None
+    ) -> AsyncIterator[Answer]:
         self.asked.append(list(history))
         self.messages.append(message)
         send, receive = trio.open_memory_channel[str | BrainError](100)
@@ -108,7 +110,7 @@ class ScriptedBrain:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
             try:
-                yield Answer(receive)
+                yield Answer(receive, stored)
             except BaseException as exc:  # as think() does: the consumer's error, ungrouped
                 failure = exc
             nursery.cancel_scope.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib.resources import files
@@ -24,6 +25,7 @@ from .config.schema import agent_schema
 from .editor import edit_file, report_stale_copies
 from .errors import EX_CONFIG, ConfigError, Problem, UsageError, VoxbridgeError
 from .logs import setup_logging
+from .memory.location import STORE_ENV, Location
 from .runtime.shard import Shard
 from .secrets.crypto import key_id
 from .secrets.guard import guard_files
@@ -60,6 +62,25 @@ def _dirs(parser: argparse.ArgumentParser, *, agents: bool = True, keys: bool = 
             metavar="DIR",
             help="directory of key pairs (default: keys)",
         )
+
+
+def _memory_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".voxbridge"),
+        metavar="DIR",
+        help="runtime state: per-guild selections, and memory.db unless --store says "
+        "otherwise (default: .voxbridge)",
+    )
+    parser.add_argument(
+        "--store",
+        default=os.environ.get(STORE_ENV),
+        metavar="URL",
+        help="where memory lives: sqlite (memory.db in --state-dir, the default), "
+        "sqlite:///path/memory.db, postgresql://user:password@host/db (one for a sharded "
+        f"fleet) or none (in the process only); default: ${STORE_ENV}, else sqlite",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,13 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run only the agents replica I of N owns (rendezvous hashing)",
     )
-    c.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".voxbridge"),
-        metavar="DIR",
-        help="runtime state such as per-guild selections (default: .voxbridge)",
-    )
+    _memory_options(c)
     c.add_argument(
         "--discord-api-base",
         metavar="URL",
@@ -195,13 +210,49 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="talk to an agent in the terminal (no `run` needed)")
     c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
     c.add_argument("--once", metavar="TEXT", help="answer this one message, then exit")
+    _conversation(c)
     _dirs(c)
+    _memory_options(c)
 
     c = sub.add_parser("talk", help="speak a WAV file to an agent; hear (and time) its answer")
     c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
     c.add_argument("--in", dest="question", type=Path, required=True, metavar="WAV")
     c.add_argument("--out", type=Path, metavar="WAV", help="where to write the spoken answer")
+    _conversation(c)
     _dirs(c)
+    _memory_options(c)
+
+    c = sub.add_parser(
+        "memory", help="what an agent remembers: list, export, forget, import (JSON Lines)"
+    )
+    c.add_argument("agent", metavar="AGENT", help="the agent's id (its memory outlives its file)")
+    c.add_argument(
+        "action",
+        choices=("list", "export", "forget", "import"),
+        help="list conversations and people (or one's facts or turns); export as JSON Lines; "
+        "forget a person, a conversation or --all; import JSON Lines (idempotent)",
+    )
+    c.add_argument(
+        "--person",
+        metavar="P",
+        help="only this person: discord:<user id>, web:<id>, terminal:<name>",
+    )
+    c.add_argument(
+        "--conversation",
+        metavar="C",
+        help="only this conversation: discord:<channel id>, discord-voice:<id>, web:<id>, "
+        "terminal:<name>",
+    )
+    c.add_argument(
+        "--all", dest="everything", action="store_true", help="forget: everything of AGENT"
+    )
+    c.add_argument(
+        "--file",
+        type=Path,
+        metavar="FILE",
+        help="export to / import from FILE (default: stdout / stdin)",
+    )
+    _memory_options(c)
 
     c = sub.add_parser("guard", help="fail on private keys or plaintext secrets (pre-commit)")
     c.add_argument("files", nargs="*", type=Path, metavar="FILE")
@@ -225,6 +276,15 @@ def _parser() -> argparse.ArgumentParser:
         help="how long --wait-for waits (default 60s)",
     )
     return p
+
+
+def _conversation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--conversation",
+        default="default",
+        metavar="NAME",
+        help="the stored conversation to go on with (terminal:NAME in memory; default: default)",
+    )
 
 
 def _duration(text: str) -> float:
@@ -422,6 +482,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     if state_inside(args.state_dir, args.agents_dir):
         raise UsageError(f"--state-dir {args.state_dir} must not be inside {args.agents_dir}")
+    Location.parse(args.store, args.state_dir)  # a bad --store fails before anything starts
     from .runtime.run import RunOptions, run  # trio and friends: only for this command
 
     setup_logging(args.log_format, args.log_level)
@@ -438,6 +499,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         poll=args.poll,
         shard=args.shard,
         state_dir=args.state_dir,
+        store=args.store,
         discord_api_base=args.discord_api_base,
         discord_ca_file=args.discord_ca_file,
         grace=args.grace,
@@ -449,14 +511,44 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .terminal import run_chat  # trio and httpx: only for this command
 
     setup_logging("text", "warning", stream=sys.stderr)
-    return run_chat(args.agents_dir, args.keys_dir, args.agent, args.once)
+    return run_chat(
+        args.agents_dir,
+        args.keys_dir,
+        args.agent,
+        args.once,
+        conversation=args.conversation,
+        location=Location.parse(args.store, args.state_dir),
+    )
 
 
 def cmd_talk(args: argparse.Namespace) -> int:
     from .talk import run_talk  # the audio stack: only for this command
 
     setup_logging("text", "critical", stream=sys.stderr)  # it prints every error itself
-    return run_talk(args.agents_dir, args.keys_dir, args.agent, args.question, args.out)
+    return run_talk(
+        args.agents_dir,
+        args.keys_dir,
+        args.agent,
+        args.question,
+        args.out,
+        conversation=args.conversation,
+        location=Location.parse(args.store, args.state_dir),
+    )
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from .memory.command import memory_command  # the database drivers: only for this command
+
+    setup_logging("text", "warning", stream=sys.stderr)
+    return memory_command(
+        Location.parse(args.store, args.state_dir),
+        args.agent,
+        args.action,
+        person=args.person,
+        conversation=args.conversation,
+        everything=args.everything,
+        file=args.file,
+    )
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
@@ -496,6 +588,7 @@ _COMMANDS = {
     "status": cmd_status,
     "chat": cmd_chat,
     "talk": cmd_talk,
+    "memory": cmd_memory,
     "guard": cmd_guard,
 }
 

@@ -8,6 +8,8 @@
     ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
     ├── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
     ├── ListenError                 exit 69  the status server cannot listen on its address
+    ├── StoreError                  exit 1   the memory store cannot be opened or reached
+    │   └── StateDirBusy            exit 75  another voxbridge runs on the same state directory
     ├── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
     └── BrainError                  (actors) the LLM or n8n could not answer one message
 
@@ -30,6 +32,8 @@ __all__ = [
     "ListenError",
     "PermanentFailure",
     "Problem",
+    "StateDirBusy",
+    "StoreError",
     "UsageError",
     "VoxbridgeError",
     "WriteError",
@@ -37,6 +41,7 @@ __all__ = [
 
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
 
@@ -115,6 +120,19 @@ class ListenError(VoxbridgeError):
     needs privileges. Nothing has started; the message names the address and ``--listen``."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class StoreError(VoxbridgeError):
+    """Raised when the memory store cannot be opened or reached (a database URL that does not
+    parse, a state directory that cannot be written, a driver that is missing). Once the
+    runtime runs, a store that fails is not an error but *degraded*: agents keep answering."""
+
+
+class StateDirBusy(StoreError):
+    """Raised when another voxbridge process already runs on the same ``--state-dir``: two
+    would write one memory and one set of selections. Try again once it has stopped."""
+
+    exit_code = EX_TEMPFAIL
 
 
 class PermanentFailure(VoxbridgeError):

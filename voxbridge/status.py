@@ -12,7 +12,7 @@ import httpx
 
 from .errors import UsageError, VoxbridgeError
 
-__all__ = ["show_status", "table", "version_text", "wait_for"]
+__all__ = ["memory_text", "show_status", "table", "version_text", "wait_for"]
 
 WAIT_POLL = 0.25  # seconds between looks while waiting for a version
 
@@ -85,6 +85,22 @@ def table(agents: list[dict[str, Any]]) -> str:
     )
 
 
+def memory_text(health: dict[str, Any] | None) -> str:
+    """One line on memory under the table: where it is and whether it works."""
+    if health is None:
+        return "memory: in the process only (--store none)\n"
+    line = f"memory: {health['store']} {health['state']}"
+    if health.get("state") != "ok" and health.get("detail"):
+        line += f": {health['detail']}"
+    if health.get("pending"):
+        line += f"; {health['pending']} writes waiting"
+    if health.get("lost"):
+        line += f"; {health['lost']} writes lost"
+    if health.get("notice"):
+        line += f"\n  ⚠️ {health['notice']}"
+    return line + "\n"
+
+
 def _get_agents(base: str, headers: dict[str, str], **params: str) -> dict[str, Any]:
     try:
         response = httpx.get(f"{base}/api/agents", headers=headers, params=params, timeout=5)
@@ -138,8 +154,13 @@ def show_status(url: str, token: str | None, *, json_out: bool, follow: bool) ->
     """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = url.rstrip("/")
-    agents = _get_agents(base, headers)["agents"]
-    sys.stdout.write(json.dumps(agents, indent=2) + "\n" if json_out else table(agents))
+    body = _get_agents(base, headers)
+    agents = body["agents"]
+    sys.stdout.write(
+        json.dumps(agents, indent=2) + "\n"
+        if json_out
+        else table(agents) + memory_text(body.get("memory"))
+    )
     sys.stdout.flush()
     if follow:
         import trio
@@ -167,6 +188,8 @@ async def _follow(base: str, token: str | None, json_out: bool) -> None:
                     f"{when}  {event['agent']}/{event['plugin']}  {event['state']}{error}",
                     flush=True,
                 )
+            elif kind == "memory":
+                print(f"{when}  {memory_text(event).rstrip()}", flush=True)
             elif kind != "hello":
                 detail = "; ".join(event.get("problems", [])) or event.get("file", "")
                 print(f"{when}  {kind}  {event.get('agent', '')}  {detail}".rstrip(), flush=True)

@@ -7,6 +7,7 @@ or a voice channel, and runs in CI.
 from __future__ import annotations
 
 import functools
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Any
 import httpx
 import trio
 
-from .brain import think
 from .config.model import Agent
 from .errors import UsageError, VoxbridgeError
-from .terminal import find_agent, n8n_of
+from .memory import Location
+from .terminal import SETTLE, find_agent, local_memory, local_think
 from .voice.audio import RATE, Resampler, read_wav, wav_bytes
 from .voice.providers import open_providers
 from .voice.session import Speaker, VoiceSession
@@ -66,11 +67,21 @@ class _FileOutput:
         await trio.lowlevel.checkpoint()
 
 
-async def _talk(agent: Agent, question: bytes) -> tuple[_FileOutput, dict[str, list[float]]]:
+async def _talk(
+    agent: Agent, question: bytes, name: str, location: Location | None
+) -> tuple[_FileOutput, dict[str, list[float]]]:
     voice = agent.voice
     assert voice is not None
     seen: dict[str, list[float]] = {}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+    user = getpass.getuser()
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
+        trio.open_nursery() as outer,
+    ):
+        memory = local_memory(agent, location, http)
+        await outer.start(memory.run)
+        await memory.ready()
+        own = memory.of(agent.id)
         providers = await open_providers(voice, http)
         output = _FileOutput(providers.tts.rate)
         session = VoiceSession(
@@ -78,11 +89,12 @@ async def _talk(agent: Agent, question: bytes) -> tuple[_FileOutput, dict[str, l
             stt=providers.stt,
             tts=providers.tts,
             vad=providers.vad,
-            think=lambda m, h: think(agent, m, h, http=http, n8n=n8n_of(agent, http)),
+            think=local_think(agent, http, own),
             output=output,
+            conversation=await own.conversation(f"terminal:{name}"),
             history=lambda: agent.history,
-            session_id="talk",
-            speaker=Speaker("talk", "talk"),
+            session_id=f"terminal:{name}",
+            speaker=Speaker(user, user, person=f"terminal:{user}"),
             observe=lambda name, s: seen.setdefault(name, []).append(s),
         )
         send, frames = trio.open_memory_channel[bytes](0)
@@ -97,6 +109,9 @@ async def _talk(agent: Agent, question: bytes) -> tuple[_FileOutput, dict[str, l
                 with trio.move_on_after(voice.stt.timeout + voice.tts.timeout + 120):
                     await output.done.wait()
             nursery.cancel_scope.cancel()
+        with trio.move_on_after(SETTLE):
+            await memory.settle()
+        outer.cancel_scope.cancel()
     return output, seen
 
 
@@ -131,9 +146,18 @@ def _check_out(out: Path) -> None:
 
 
 def run_talk(
-    agents_dir: Path, keys_dir: Path, wanted: str, question: Path, out: Path | None
+    agents_dir: Path,
+    keys_dir: Path,
+    wanted: str,
+    question: Path,
+    out: Path | None,
+    *,
+    conversation: str = "default",
+    location: Location | None = None,
 ) -> int:
-    """Speak ``question`` to the agent; returns the exit code (1: a stage failed).
+    """Speak ``question`` to the agent, in the stored conversation ``terminal:<conversation>``
+    (the one ``voxbridge chat --conversation`` goes on with); returns the exit code (1: a
+    stage failed).
 
     Raises:
         UsageError: no such agent or file, the agent has no voice section, or ``out`` cannot
@@ -153,4 +177,4 @@ def run_talk(
         _check_out(out)
     wav = read_wav(question.read_bytes(), str(question))
     pcm = Resampler(wav.rate, RATE)(wav.pcm, last=True)
-    return _report(*trio.run(_talk, agent, pcm), out)
+    return _report(*trio.run(_talk, agent, pcm, conversation, location), out)

@@ -1,36 +1,40 @@
 """``voxbridge chat AGENT``: talk to an agent from the terminal, in-process (no ``run`` needed).
 
-It loads and decrypts the agent's file, streams each answer to stdout as it arrives and keeps
-the conversation's history. Ctrl-D leaves; Ctrl-C stops the answer in flight (at the prompt, a
-second Ctrl-C leaves). ``--once TEXT`` answers one message and exits (scripts, CI). With stdin
-not a terminal, every line read is a message and only the answers are printed. The exit code is
-1 when any message went unanswered (the brain failed, or the text was not UTF-8), so scripts can
-tell.
+It loads and decrypts the agent's file, streams each answer to stdout as it arrives and goes
+on with a stored conversation (``--conversation NAME``, default ``default``: the same memory a
+running instance uses, in ``--state-dir`` or ``--store``). Ctrl-D leaves; Ctrl-C stops the
+answer in flight (at the prompt, a second Ctrl-C leaves). ``--once TEXT`` answers one message
+and exits (scripts, CI). With stdin not a terminal, every line read is a message and only the
+answers are printed. The exit code is 1 when any message went unanswered (the brain failed, or
+the text was not UTF-8), so scripts can tell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import io
 import logging
-import os
+import re
 import signal
 import sys
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import httpx
 import trio
 
-from .brain import Conversation, Message, N8nClient, think
+from .brain import Answer, Message, N8nClient, Ready, Think, Turn, think
 from .brain.text import invalid_unicode
 from .config.load import agent_files, load_agent_file
 from .config.model import Agent
 from .errors import BrainError, UsageError
+from .memory import AgentMemory, Conversation, Location, MemoryService
 from .secrets.keys import load_keyring
 
-__all__ = ["find_agent", "n8n_of", "run_chat"]
+__all__ = ["find_agent", "local_memory", "local_think", "n8n_of", "run_chat"]
 
 log = logging.getLogger("voxbridge.chat")
 
@@ -67,13 +71,44 @@ def n8n_of(agent: Agent, http: httpx.AsyncClient) -> N8nClient | None:
     return N8nClient.from_settings(http, section.settings)
 
 
+def local_memory(agent: Agent, location: Location | None, http: httpx.AsyncClient) -> MemoryService:
+    """Memory for a command that talks to one agent in-process (chat, talk): the same store a
+    running instance uses. Run it (``nursery.start``) and ``settle`` it before leaving."""
+    return MemoryService(location, agents=lambda: {agent.id: agent}, http=lambda: http)
+
+
+def local_think(agent: Agent, http: httpx.AsyncClient, memory: AgentMemory) -> Think:
+    """The agent's brain for an in-process command: what a runtime's ``ctx.think`` does (what
+    is remembered of the person recalled into the answer), without a runtime."""
+
+    @contextlib.asynccontextmanager
+    async def answer(
+        message: Message, history: Sequence[Turn], *, stored: Ready | None = None
+    ) -> AsyncIterator[Answer]:
+        facts = await memory.recall(message.person, message.text)
+        async with think(
+            agent,
+            message,
+            history,
+            http=http,
+            n8n=n8n_of(agent, http),
+            logger=log,
+            facts=facts,
+            before_first=stored,
+        ) as stream:
+            yield stream
+
+    return answer
+
+
 @dataclass
 class _Terminal:
     agent: Agent
     http: httpx.AsyncClient
     out: TextIO
     tty: bool
-    conversation: Conversation = field(default_factory=Conversation)
+    memory: AgentMemory
+    conversation: Conversation
     answering: trio.CancelScope | None = None
     interrupted_at_prompt: bool = False
 
@@ -91,21 +126,19 @@ class _Terminal:
                 flush=True,
             )
             return False
-        message = Message(f"terminal:{os.getpid()}", getpass.getuser(), getpass.getuser(), text)
-        turns = self.conversation.context(self.agent.history, text)
+        user = getpass.getuser()
+        person = f"terminal:{user}"
+        exchange = self.conversation.ask(text, person=person, name=user)
+        message = Message(self.conversation.place, user, user, text, person=person)
+        turns = exchange.context(self.agent.history)
         if self.tty:
             self.write(f"{self.agent.name} › ")
         said, complete, failure = "", False, None
         with trio.CancelScope() as scope:
             self.answering = scope
             try:
-                async with think(
-                    self.agent,
-                    message,
-                    turns,
-                    http=self.http,
-                    n8n=n8n_of(self.agent, self.http),
-                    logger=log,
+                async with local_think(self.agent, self.http, self.memory)(
+                    message, turns, stored=exchange.stored
                 ) as answer:
                     held = ""  # whitespace at the end waits for more text: none trails
                     try:
@@ -120,8 +153,8 @@ class _Terminal:
                         failure = exc
             finally:
                 self.answering = None
-        if said.strip() or scope.cancelled_caught:
-            self.conversation.record(text, said, cut=not complete)
+                cut = not complete and bool(said.strip() or scope.cancel_called)
+                exchange.answered(said, cut=cut)
         if scope.cancelled_caught:
             self.write(" [stopped]\n" if said else "[stopped]\n")
             return True
@@ -156,41 +189,70 @@ def _read_line(prompt: str | None) -> str | None:
     return line.rstrip("\n") if line else None
 
 
-async def _main(agent: Agent, once: str | None) -> int:
+CONVERSATION_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+SETTLE = 30.0  # seconds, at most, for learning and writes to finish before leaving
+
+
+async def _main(agent: Agent, once: str | None, name: str, location: Location | None) -> int:
     tty = sys.stdin.isatty() and sys.stdout.isatty() and once is None
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
-        term = _Terminal(agent, http, sys.stdout, tty)
+        memory = local_memory(agent, location, http)
         ok = True
         async with trio.open_nursery() as nursery:
+            await nursery.start(memory.run)
+            await memory.ready()
+            own = memory.of(agent.id)
+            conversation = await own.conversation(f"terminal:{name}")
+            term = _Terminal(agent, http, sys.stdout, tty, own, conversation)
             nursery.start_soon(term.watch_signals, nursery.cancel_scope)
             if once is not None:
                 ok = await term.answer(once)
-                nursery.cancel_scope.cancel()
-                return 0 if ok else 1
-            if tty:
-                term.write(f"💬 {agent.name} — Ctrl-D leaves, Ctrl-C stops an answer\n")
-            while True:
-                line = await trio.to_thread.run_sync(
-                    _read_line, "you › " if tty else None, abandon_on_cancel=True
-                )
-                if line is None:
-                    break
-                term.interrupted_at_prompt = False
-                if line.strip():
-                    ok = await term.answer(line.strip()) and ok
-            if tty:
-                term.write("\n")
+            else:
+                if tty:
+                    earlier = len(conversation.turns)
+                    going_on = f", going on after {earlier} turns" if earlier else ""
+                    term.write(
+                        f"💬 {agent.name} — conversation '{name}'{going_on} "
+                        "(--conversation NAME for another); Ctrl-D leaves, Ctrl-C stops an "
+                        "answer\n"
+                    )
+                while True:
+                    line = await trio.to_thread.run_sync(
+                        _read_line, "you › " if tty else None, abandon_on_cancel=True
+                    )
+                    if line is None:
+                        break
+                    term.interrupted_at_prompt = False
+                    if line.strip():
+                        ok = await term.answer(line.strip()) and ok
+                if tty:
+                    term.write("\n")
+            with trio.move_on_after(SETTLE):
+                await memory.settle()
             nursery.cancel_scope.cancel()
     return 0 if ok else 1
 
 
-def run_chat(agents_dir: Path, keys_dir: Path, wanted: str, once: str | None) -> int:
+def run_chat(
+    agents_dir: Path,
+    keys_dir: Path,
+    wanted: str,
+    once: str | None,
+    *,
+    conversation: str = "default",
+    location: Location | None = None,
+) -> int:
     """Load the agent, then chat until stdin ends; returns the exit code (1: a message went
     unanswered).
 
     Raises:
-        UsageError, ConfigError: the agent cannot be found or loaded.
+        UsageError, ConfigError: the agent cannot be found or loaded, or ``conversation`` is
+            not a name (1 to 64 of letters, digits and ``_.@-``).
     """
+    if not CONVERSATION_NAME.match(conversation):
+        raise UsageError(
+            f"--conversation {conversation!r}: use 1 to 64 letters, digits and _ . @ -"
+        )
     agent = find_agent(agents_dir, keys_dir, wanted)
     if agent.llm is None and "n8n" not in agent.enabled_plugins:
         raise UsageError(
@@ -202,4 +264,4 @@ def run_chat(agents_dir: Path, keys_dir: Path, wanted: str, once: str | None) ->
     for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "replace")):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors=errors)
-    return trio.run(_main, agent, once)
+    return trio.run(_main, agent, once, conversation, location)

@@ -3,30 +3,29 @@
 Every channel that answers — Discord text, the web chat, the terminal, voice — consumes the same
 stream::
 
-    async with think(agent, message, conversation.context(agent.history, message.text),
-                     http=http, n8n=n8n) as answer:
+    exchange = conversation.ask(message.text, person=..., name=...)   # voxbridge.memory
+    async with think(agent, message, exchange.context(agent.history), http=http, n8n=n8n,
+                     facts=recalled, before_first=exchange.stored) as answer:
         async for delta in answer:
             ...                       # show it as it comes
-    conversation.record(message.text, answer.text, cut=not answer.done)
+    exchange.answered(answer.text, cut=not answer.done)
 
 Leaving the block (or being cancelled) closes the HTTP request at once.
 """
 
-from .answer import Answer, Think, think
-from .conversation import CUT_MARK, Conversation
+from .answer import Answer, Ready, Think, think
 from .llm import LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient, parse_n8n
 from .retry import MAX_TRIES
 
 __all__ = [
-    "CUT_MARK",
     "MAX_TRIES",
     "Answer",
-    "Conversation",
     "LLMClient",
     "Message",
     "N8nClient",
+    "Ready",
     "Think",
     "Turn",
     "parse_n8n",

@@ -9,9 +9,10 @@ stream) and leaving the ``async with`` block cancels the request at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import httpx
 import trio
@@ -21,9 +22,10 @@ from ..errors import BrainError
 from .llm import Emit, LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient
+from .notes import notes
 from .text import scrub
 
-__all__ = ["Answer", "Think", "think"]
+__all__ = ["Answer", "Ready", "Think", "think"]
 
 log = logging.getLogger("voxbridge.brain")
 
@@ -37,8 +39,13 @@ class Answer:
     :class:`~voxbridge.errors.BrainError` where the brain failed (after the text so far).
     """
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[str | BrainError]) -> None:
+    def __init__(
+        self,
+        receive: trio.MemoryReceiveChannel[str | BrainError],
+        before_first: Ready | None = None,
+    ) -> None:
         self._receive = receive
+        self._before_first = before_first
         self.text = ""
         """Everything delivered so far."""
         self.done = False
@@ -48,6 +55,9 @@ class Answer:
         return self
 
     async def __anext__(self) -> str:
+        if self._before_first is not None:
+            ready, self._before_first = self._before_first, None
+            await ready()
         try:
             item = await self._receive.receive()
         except trio.EndOfChannel:
@@ -80,8 +90,18 @@ class Answer:
         return "".join(parts)
 
 
-Think = Callable[[Message, Sequence[Turn]], AbstractAsyncContextManager[Answer]]
-"""``think`` with the agent and its clients bound: what a channel is handed to answer with."""
+Ready = Callable[[], Awaitable[object]]
+"""Awaited before an answer's first words are handed out (memory: the question is stored)."""
+
+
+class Think(Protocol):
+    """``think`` with the agent and its clients bound: what a channel is handed to answer with.
+    ``stored`` is awaited before the answer's first words are handed out (the request is made
+    at once): memory's promise that what was said before is kept before anything more is."""
+
+    def __call__(
+        self, message: Message, history: Sequence[Turn], *, stored: Ready | None = None
+    ) -> AbstractAsyncContextManager[Answer]: ...
 
 
 @asynccontextmanager
@@ -93,22 +113,27 @@ async def think(
     http: httpx.AsyncClient,
     n8n: N8nClient | None = None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+    facts: Sequence[str] = (),
+    before_first: Ready | None = None,
 ) -> AsyncIterator[Answer]:
     """The agent's answer to ``message``, as a stream (``history`` ends with the message).
 
-    ``n8n`` is the agent's running n8n client, if it has one.
+    ``n8n`` is the agent's running n8n client, if it has one. ``facts``: what the agent
+    remembers of the person (added to the system message; n8n gets them as ``facts``).
+    ``before_first`` is awaited before the first words are handed out; the request is made at
+    once, so whatever it waits for overlaps the brain's own time.
 
     Cancellation: leaving the block, or being cancelled inside it, cancels the brain's request
     at once; the consumer's own exception goes on unchanged.
     """
     send, receive = trio.open_memory_channel[str | BrainError](_BUFFER)
-    answer = Answer(receive)
+    answer = Answer(receive, before_first)
     failure: BaseException | None = None
     # Text that UTF-8 cannot carry would fail inside httpx's JSON encoding: repaired here,
     # whatever channel it came from (the chat and the terminal refuse it before, with words).
     message = replace(message, text=scrub(message.text))
     history = [replace(t, content=scrub(t.content)) for t in history]
-    asked = _Asked(agent, message, history, http, n8n, logger)
+    asked = _Asked(agent, message, history, http, n8n, logger, tuple(facts))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_produce, send, asked)
         try:
@@ -130,6 +155,13 @@ class _Asked:
     http: httpx.AsyncClient
     n8n: N8nClient | None
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    facts: tuple[str, ...] = ()
+
+    def system_prompt(self) -> str:
+        """The agent's prompt, then what it remembers of the person."""
+        prompt = reveal(self.agent.system_prompt)
+        remembered = notes(self.facts)
+        return f"{prompt}\n\n{remembered}".strip() if remembered else prompt
 
 
 async def _produce(send: trio.MemorySendChannel[str | BrainError], asked: _Asked) -> None:
@@ -153,11 +185,11 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
     if mode == "primary":
         if n8n is None:
             raise BrainError("the n8n plugin (mode: primary) is not running")
-        return await n8n.ask(agent, message, history)
+        return await n8n.ask(agent, message, history, asked.facts)
     if agent.llm is None:
         if n8n is None:
             raise BrainError("this agent has no brain: give it an llm section or an n8n plugin")
-        return await n8n.ask(agent, message, history)
+        return await n8n.ask(agent, message, history, asked.facts)
     delivered = False
 
     async def counted(delta: str) -> None:
@@ -168,7 +200,7 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
     try:
         whole = await LLMClient(asked.http).stream(
             agent.llm,
-            reveal(agent.system_prompt),
+            asked.system_prompt(),
             history,
             counted,
             where=f"llm.base_url in {agent.where('llm.base_url')}",
@@ -181,5 +213,5 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
         if n8n is None or delivered:
             raise
         asked.logger.warning("⚠️ LLM failed (%s); asking n8n instead", exc)
-        return await n8n.ask(agent, message, history)
+        return await n8n.ask(agent, message, history, asked.facts)
     return None

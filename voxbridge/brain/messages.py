@@ -17,9 +17,12 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """What the brain is asked about: who said what, where (the session)."""
+    """What the brain is asked about: who said what, where (the session). ``person`` is who
+    asked as memory knows them (``discord:<user id>``, ``web:<conversation id>``...): what
+    the agent remembers of them is recalled into the answer."""
 
     session_id: str
     user_id: str
     username: str
     text: str
+    person: str = ""

@@ -77,8 +77,14 @@ class N8nClient:
         """Seconds one call may take."""
         return self._timeout
 
-    async def ask(self, agent: Agent, message: Message, history: Sequence[Turn]) -> str:
-        """The workflow's reply.
+    async def ask(
+        self,
+        agent: Agent,
+        message: Message,
+        history: Sequence[Turn],
+        facts: Sequence[str] = (),
+    ) -> str:
+        """The workflow's reply. ``facts``: what the agent remembers of the person.
 
         Raises:
             BrainError: it failed or timed out after its retries (the URL is never quoted).
@@ -89,6 +95,7 @@ class N8nClient:
             "username": message.username,
             "text": message.text,
             "conversationHistory": [{"role": t.role, "content": t.content} for t in history],
+            "facts": list(facts),
             "agentConfig": {
                 "name": agent.name,
                 "systemPrompt": reveal(agent.system_prompt),

@@ -1,4 +1,5 @@
-"""Durations as people write them in agent files: ``500ms``, ``30s``, ``5m``, ``1h`` or seconds."""
+"""Durations as people write them in agent files: ``500ms``, ``30s``, ``5m``, ``1h``, ``90d`` or
+seconds."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import re
 
 __all__ = ["parse_duration"]
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 
 
 def parse_duration(value: str | float) -> float:
@@ -24,5 +25,5 @@ def parse_duration(value: str | float) -> float:
         return float(value)
     m = _DURATION.match(value.strip())
     if not m:
-        raise ValueError(f"not a duration: {value!r} (write 500ms, 30s, 5m or 1h)")
+        raise ValueError(f"not a duration: {value!r} (write 500ms, 30s, 5m, 1h or 90d)")
     return float(m.group(1)) * _UNITS[m.group(2)]

@@ -317,6 +317,19 @@ def _needs(data: Mapping[str, Any], checker: _Checker) -> None:
                 )
 
 
+def _memory_needs(data: Mapping[str, Any], checker: _Checker) -> None:
+    """Facts are learned by the agent's own LLM: ``memory.facts`` without an ``llm`` would
+    silently learn nothing."""
+    memory = data.get("memory")
+    if isinstance(memory, dict) and memory.get("facts") is True and "llm" not in data:
+        checker.add(
+            ("memory", "facts"),
+            "facts are learned by the agent's llm, and this agent has none: add an llm "
+            "section, or set facts: false",
+            at_key=True,
+        )
+
+
 def parse_agent(
     text: str,
     file: str,
@@ -360,6 +373,7 @@ def parse_agent(
     for err in _errors_in_order(validator(plugins).iter_errors(data)):
         checker.schema_error(err)
     _needs(data, checker)
+    _memory_needs(data, checker)
     _open_secrets(data, root, checker, keyring, allow_plaintext_secrets)
     problems.extend(checker.problems)
     problems.sort(key=lambda p: (p.line, p.column))

@@ -18,7 +18,9 @@ from .duration import parse_duration
 
 __all__ = [
     "Agent",
+    "EmbeddingsConfig",
     "LLMConfig",
+    "MemoryConfig",
     "PluginConfig",
     "RestartPolicy",
     "SpeechConfig",
@@ -163,6 +165,50 @@ class VoiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddingsConfig:
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint, for semantic recall of facts."""
+
+    base_url: Text
+    model: Text
+    api_key: Secret | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EmbeddingsConfig:
+        return cls(
+            base_url=raw["base_url"],
+            model=raw["model"],
+            api_key=raw.get("api_key"),
+            timeout=parse_duration(raw.get("timeout", 10.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """An agent's ``memory`` section: what it keeps, how long, and what it learns."""
+
+    conversations: bool = True
+    keep: float | None = 90 * 86400.0
+    """Seconds turns and facts are kept; None: forever."""
+    facts: bool = False
+    recall: int = 5
+    embeddings: EmbeddingsConfig | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> MemoryConfig:
+        d = cls()
+        keep = raw.get("keep", d.keep)
+        embeddings = raw.get("embeddings")
+        return cls(
+            conversations=bool(raw.get("conversations", d.conversations)),
+            keep=None if keep in (None, "forever") else parse_duration(keep),
+            facts=bool(raw.get("facts", d.facts)),
+            recall=int(raw.get("recall", d.recall)),
+            embeddings=EmbeddingsConfig.from_dict(embeddings) if embeddings else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PluginConfig:
     """One plugin section: its type, whether it runs, and its own settings (read-only, secrets
     as Secret)."""
@@ -185,6 +231,7 @@ class Agent:
     llm: LLMConfig | None = None
     history: int = 10
     voice: VoiceConfig | None = None
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     plugins: Mapping[str, PluginConfig] = field(default_factory=lambda: MappingProxyType({}))
     # Where top-level keys and plugin sections start (line, column), for messages about them.
@@ -235,6 +282,7 @@ class Agent:
             llm=LLMConfig.from_dict(raw["llm"]) if "llm" in raw else None,
             history=int(raw.get("history", 10)),
             voice=VoiceConfig.from_dict(raw["voice"]) if "voice" in raw else None,
+            memory=MemoryConfig.from_dict(raw.get("memory", {})),
             restart=RestartPolicy.from_dict(raw.get("restart", {})),
             plugins=MappingProxyType(plugins),
             locations=MappingProxyType(dict(locations or {})),

@@ -23,7 +23,7 @@ import functools
 import importlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import httpx
 import trio
 
-from ..brain import Answer, Message, N8nClient, Turn, think
+from ..brain import Answer, Message, N8nClient, Ready, Turn, think
 from ..config.model import Agent, PluginConfig
+from ..memory import AgentMemory
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -111,7 +112,8 @@ class WebEndpoints(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class Context:
-    """What an actor gets: who it is, its configuration (live), a bound logger, the fleet.
+    """What an actor gets: who it is, its configuration (live), a bound logger, the fleet,
+    and the agent's memory (its conversations, what it knows of people).
 
     ``config`` is this plugin's section as the actor was started with (a change to it restarts
     the actor). ``agent`` is read at every access, so edits to the prompt, llm or history reach a
@@ -126,6 +128,7 @@ class Context:
     state_dir: Path
     grace: float
     options: Mapping[str, Any]
+    memory: AgentMemory
     _agent: Callable[[], Agent]
     _note: Callable[[str | None], None]
     _count: Callable[[str, int], None]
@@ -165,19 +168,31 @@ class Context:
             self.fleet.provide(self.agent_id, self.plugin, None)
 
     def think(
-        self, message: Message, history: Sequence[Turn]
+        self, message: Message, history: Sequence[Turn], *, stored: Ready | None = None
     ) -> contextlib.AbstractAsyncContextManager[Answer]:
         """The agent's answer to ``message`` as a stream (see :func:`voxbridge.brain.think`),
-        through the runtime's pooled client and the agent's n8n actor when it runs."""
+        through the runtime's pooled client and the agent's n8n actor when it runs, with what
+        the agent remembers of ``message.person`` (``memory.facts``). ``stored`` (an
+        exchange's ``stored``) is awaited before the first words are handed out."""
+        return self._think(message, history, stored)
+
+    @contextlib.asynccontextmanager
+    async def _think(
+        self, message: Message, history: Sequence[Turn], stored: Ready | None
+    ) -> AsyncIterator[Answer]:
+        facts = await self.memory.recall(message.person, message.text)
         found = self.fleet.service(self.agent_id, "n8n")
-        return think(
+        async with think(
             self.agent,
             message,
             history,
             http=self.fleet.http(),
             n8n=found if isinstance(found, N8nClient) else None,
             logger=self.log,
-        )
+            facts=facts,
+            before_first=stored,
+        ) as answer:
+            yield answer
 
     def cleanup_scope(self) -> trio.CancelScope:
         """A shielded scope for clean-up after cancellation, bounded by the grace period."""

@@ -20,6 +20,7 @@ from ..config.load import AgentIndex
 from ..config.model import Agent
 from ..errors import PermanentFailure, VoxbridgeError
 from ..logs import actor_logger
+from ..memory import Location, MemoryService
 from ..plugins.api import Actor, Context, Plugin
 from ..secrets.keys import Keyring, load_keyring
 from .default_agent import DefaultAgent, Selections
@@ -52,6 +53,9 @@ class RunOptions:
     poll: bool = False
     shard: Shard = field(default_factory=Shard)
     state_dir: Path = Path(".voxbridge")
+    store: str | None = None
+    """Where memory lives: None or ``sqlite`` (the state directory's memory.db), a
+    ``sqlite:``/``postgresql://`` URL, or ``none`` (in the process only)."""
     discord_api_base: str | None = None
     discord_ca_file: Path | None = None
     grace: float = 5.0
@@ -106,6 +110,13 @@ class Runtime:
         self.stopping = False
         self.status_url: str | None = None
         self.notifier = Notifier()
+        self.memory = MemoryService(
+            Location.parse(options.store, options.state_dir),
+            agents=lambda: self.index.by_id,
+            http=self.http,
+            observe=self.table.observe,
+            on_health=lambda health: self.table.publish("memory", health.as_dict()),
+        )
         self._actors: dict[str, Actor] = {}
         self._changes: dict[str, trio.Event] = {}
         self._services: dict[ActorKey, object] = {}
@@ -199,6 +210,7 @@ class Runtime:
                     "discord_ca_file": self.options.discord_ca_file,
                     "status_url": self.status_url,
                 },
+                memory=self.memory.of(agent.id),
                 _agent=current,
                 _note=lambda detail: self.table.note(key, detail),
                 _count=lambda name, n: self.table.count(key, name, n),
@@ -267,6 +279,8 @@ class Runtime:
         self.stopping = True
         self.reconciler.close()
         await self.supervisor.stop_many(self.supervisor.keys())
+        with trio.move_on_after(self.options.grace):
+            await self.memory.settle()
 
     async def summarize_start(self, began: float) -> None:
         """Log the seed's start-up summary once start-up has really ended: every actor, those

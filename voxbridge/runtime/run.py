@@ -1,7 +1,8 @@
 """``voxbridge run``: the nursery tree that holds everything, and its signals.
 
     run (signals: INT/TERM stop, HUP rescans)
-    └── serve
+    └── serve                     holds the state directory (one voxbridge each)
+        ├── memory                the store (batched writes, expiry), learners (facts)
         ├── monitor               process CPU/RSS, scheduling lag
         ├── commits               the git commit of each live file version
         ├── watcher               agents.d → reconciler batches
@@ -27,6 +28,7 @@ from ..errors import ConfigError, Problem, VoxbridgeError
 from ..plugins.api import Plugin, installed_plugins
 from ..server.app import serve_status
 from .fleet import RunOptions, Runtime
+from .lock import hold_state_dir
 from .watcher import watch
 
 __all__ = ["RunOptions", "run", "serve"]
@@ -48,6 +50,8 @@ async def serve(
     Raises:
         ConfigError: the agents directory does not exist.
         KeyPermissionError: a private key is readable by others.
+        StateDirBusy: another voxbridge runs on the same state directory.
+        StoreError: ``--store`` names no store voxbridge knows.
     """
     began = trio.current_time()
     plugins = installed_plugins() if plugins is None else plugins
@@ -67,25 +71,39 @@ async def serve(
         "🚀 Starting voxbridge on %s/ (plugin types: %s)", options.agents_dir, ", ".join(plugins)
     )
     # One pooled client for the LLM calls of every agent, closed when serve() ends.
-    async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
-        trio.open_nursery() as nursery,
-    ):
-        runtime = Runtime(options, nursery, plugins, http=http)
-        nursery.start_soon(runtime.monitor.run)
-        nursery.start_soon(runtime.commits.run)
-        if options.listen is not None:
-            runtime.status_url = await nursery.start(serve_status, runtime, options.listen)
-        await nursery.start(
-            functools.partial(watch, poll=options.poll), options.agents_dir, runtime.apply
-        )
-        log.info("🔌 Loading agents and starting their plugins...")
-        await runtime.reconciler.rescan()
-        runtime.ready = True
-        runtime.notifier.ready(runtime.summary())
-        nursery.start_soon(runtime.notifier.watchdog)
-        nursery.start_soon(runtime.summarize_start, began)
-        task_status.started(runtime)
+    with hold_state_dir(options.state_dir):
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
+            trio.open_nursery() as nursery,
+        ):
+            runtime = Runtime(options, nursery, plugins, http=http)
+            await _start(runtime, nursery, options, began, task_status)
+
+
+async def _start(
+    runtime: Runtime,
+    nursery: trio.Nursery,
+    options: RunOptions,
+    began: float,
+    task_status: trio.TaskStatus[Runtime],
+) -> None:
+    if runtime.memory.store is not None:
+        log.info("🧠 Memory in %s", runtime.memory.store.health().store)
+    await nursery.start(runtime.memory.run)
+    nursery.start_soon(runtime.monitor.run)
+    nursery.start_soon(runtime.commits.run)
+    if options.listen is not None:
+        runtime.status_url = await nursery.start(serve_status, runtime, options.listen)
+    await nursery.start(
+        functools.partial(watch, poll=options.poll), options.agents_dir, runtime.apply
+    )
+    log.info("🔌 Loading agents and starting their plugins...")
+    await runtime.reconciler.rescan()
+    runtime.ready = True
+    runtime.notifier.ready(runtime.summary())
+    nursery.start_soon(runtime.notifier.watchdog)
+    nursery.start_soon(runtime.summarize_start, began)
+    task_status.started(runtime)
 
 
 async def _main(options: RunOptions, plugins: Mapping[str, Plugin] | None) -> None:

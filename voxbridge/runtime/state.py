@@ -41,9 +41,13 @@ class Histogram:
     """Cumulative-bucket counts of observed durations (the Prometheus histogram shape)."""
 
     buckets: tuple[float, ...] = BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     n: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.buckets) + 1)
 
     def observe(self, seconds: float) -> None:
         for i, bound in enumerate(self.buckets):
@@ -209,9 +213,10 @@ class StateTable:
     def counters(self, key: ActorKey) -> Mapping[str, int]:
         return MappingProxyType(self._counters.get(key, collections.Counter()))
 
-    def observe(self, name: str, seconds: float) -> None:
-        """Record a duration (``reload``, ``brain``) for the metrics."""
-        self.histograms.setdefault(name, Histogram()).observe(seconds)
+    def observe(self, name: str, seconds: float, buckets: tuple[float, ...] = BUCKETS) -> None:
+        """Record a duration (``reload``, ``brain``) for the metrics; ``buckets``: its
+        histogram's bounds, when the first duration of that name comes."""
+        self.histograms.setdefault(name, Histogram(buckets)).observe(seconds)
 
     def by_state(self) -> collections.Counter[ActorState]:
         return collections.Counter(s.state for s in self._actors.values())

@@ -53,7 +53,11 @@ def create_app(runtime: Runtime) -> Starlette:
         return JSONResponse({"status": "ready", "agents": len(runtime.index.by_id)})
 
     async def agents(request: Request) -> Response:
-        body: dict[str, Any] = {"agents": agents_view(runtime)}
+        health = runtime.memory.health()
+        body: dict[str, Any] = {
+            "agents": agents_view(runtime),
+            "memory": health.as_dict() if health is not None else None,
+        }
         wanted = request.query_params.get("version")
         if wanted is not None:
             body["at_version"] = await version_report(runtime, wanted)

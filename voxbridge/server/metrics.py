@@ -5,8 +5,9 @@ step by hand): actors by state, restarts, every per-actor count (one family,
 ``voxbridge_actor_counter``, with a ``counter`` label), the live version of each agent's file
 (``voxbridge_agent_version_info``, its git blob id and commit as labels) and a rejected one,
 actors kept on their previous version, reloads and their latency, load errors,
-brain latency, each voice stage's latency, open voice sessions, process CPU and RSS, Trio
-scheduling lag, dropped events.
+brain latency, each voice stage's latency, open voice sessions, memory (degraded per agent,
+rows, writes waiting and lost, facts learned, each store operation's latency), process CPU and
+RSS, Trio scheduling lag, dropped events.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ HISTOGRAMS = (
     ("voice_tts", "Voice: a sentence to its first audio, seconds"),
     ("voice_first_audio", "Voice: end of speech to the answer's first audio, seconds"),
     ("voice_barge_in", "Voice: the person speaking over the agent to its voice stopped, seconds"),
+    ("memory_write", "Memory: a turn or fact queued to committed in the store, seconds"),
+    ("memory_read", "Memory: one read of the store, seconds"),
+    ("memory_history_load", "Memory: a conversation loaded when first used, seconds"),
+    ("memory_recall", "Memory: the facts recalled into one answer, seconds"),
 )
 GAUGES = frozenset({"voice_sessions"})  # counts that go down as well as up
 
@@ -117,6 +122,8 @@ class _RuntimeCollector(Collector):
                 rejected.add_metric([agent], {"blob": version.rejected.blob or ""})
         yield from (live, rejected)
 
+        yield from _memory(rt)
+
         yield GaugeMetricFamily("voxbridge_agents", "Agents loaded", value=len(rt.index.by_id))
         yield GaugeMetricFamily(
             "voxbridge_load_errors", "Agent files that do not load", value=len(table.problems())
@@ -165,6 +172,42 @@ class _RuntimeCollector(Collector):
             "1 once the first load is applied",
             value=1 if rt.ready and not rt.stopping else 0,
         )
+
+
+def _memory(rt: Runtime) -> Iterator[Metric]:
+    """Memory: degraded per agent, rows per kind, writes waiting and lost, what was learned."""
+    health = rt.memory.health()
+    degraded = GaugeMetricFamily(
+        "voxbridge_memory_degraded",
+        "1 while the agent's memory is failing (it answers on with what it holds)",
+        labels=["agent"],
+    )
+    for agent in sorted(rt.index.by_id.values(), key=lambda a: a.id):
+        if health is not None and (agent.memory.conversations or agent.memory.facts):
+            degraded.add_metric([agent.id], 1 if health.degraded else 0)
+    yield degraded
+    rows = GaugeMetricFamily("voxbridge_memory_rows", "Rows in the store, by kind", labels=["kind"])
+    for kind, count in sorted(rt.memory.rows.items()):
+        rows.add_metric([kind], count)
+    yield rows
+    yield GaugeMetricFamily(
+        "voxbridge_memory_pending",
+        "Writes waiting to be committed",
+        value=health.pending if health is not None else 0,
+    )
+    yield CounterMetricFamily(
+        "voxbridge_memory_lost",
+        "Writes dropped because the store was down too long",
+        value=health.lost if health is not None else 0,
+    )
+    learned = CounterMetricFamily(
+        "voxbridge_memory_facts",
+        "Facts learned, offers dropped (behind), failures, recalls by meaning that failed",
+        labels=["agent", "outcome"],
+    )
+    for (agent_id, name), count in sorted(rt.memory.counters.items()):
+        learned.add_metric([agent_id, name.removeprefix("facts_")], count)
+    yield learned
 
 
 def render_metrics(runtime: Runtime) -> tuple[bytes, str]:

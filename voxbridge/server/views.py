@@ -68,6 +68,7 @@ def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
         "owned": owned,
         "error": problems or None,
         "version": _version_view(runtime, agent.id),
+        "memory": runtime.memory.of(agent.id).health(),
         "plugins": {
             t: (
                 {"enabled": True, **actor_view(runtime, agent.id, t)}

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..brain import Conversation, Message, Think
+from ..brain import Message, Think
 from ..config.model import VoiceConfig, reveal
 from ..errors import BrainError
+from ..memory import Conversation, Exchange
 from .audio import FRAME_SAMPLES, Resampler
 from .output import Output
 from .sentences import SentenceSplitter, speakable
@@ -55,11 +56,12 @@ def _nothing(*_: object) -> None:
 @dataclass(frozen=True, slots=True)
 class Speaker:
     """Who is talking; ``attributed``: their words go to the brain as "name: words" (several
-    people share the conversation)."""
+    people share the conversation); ``person``: who they are to memory (``discord:<id>``)."""
 
     user_id: str
     name: str
     attributed: bool = False
+    person: str = ""
 
     def says(self, text: str) -> str:
         return f"{self.name}: {text}" if self.attributed else text
@@ -256,28 +258,29 @@ class VoiceSession:
         """Answer ``question`` through the brain, or speak ``fixed``; either way as it comes.
         The history records what was heard (when ``record``)."""
         heard = _Heard()
+        exchange: Exchange | None = None
+        if question is not None:
+            who = speaker or self._speaker
+            exchange = self.conversation.ask(question, person=who.person, name=who.name)
         sentences_send, sentences = trio.open_memory_channel[tuple[str, bool]](_SENTENCES)
         audio_send, audio = trio.open_memory_channel[tuple[int, bytes]](_AUDIO)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, question, fixed, speaker, sentences_send)
+                nursery.start_soon(self._write, exchange, fixed, speaker, sentences_send)
                 nursery.start_soon(self._synthesize, sentences, audio_send, heard)
                 nursery.start_soon(self._play, audio, heard, ended, question is not None)
             heard.complete = True
             await self._out.event({"type": "done"})
         finally:
             said = heard.text()
-            if not record:
-                pass
-            elif question is not None:
-                if said or not heard.complete:
-                    self.conversation.record(question, said, cut=not heard.complete)
-            else:
+            if exchange is not None:
+                exchange.answered(said, cut=not heard.complete)
+            elif record:
                 self.conversation.spoke(said, cut=not heard.complete)
 
     async def _write(
         self,
-        question: str | None,
+        exchange: Exchange | None,
         fixed: str | None,
         speaker: Speaker | None,
         out: trio.MemorySendChannel[tuple[str, bool]],
@@ -285,17 +288,19 @@ class VoiceSession:
         """The words to speak, sentence by sentence: the brain's answer, or ``fixed``; each
         with whether it is the agent's own (an apology is not, and is not remembered)."""
         async with out:
-            if question is None:
+            if exchange is None:
                 await out.send((fixed or "", True))
                 return
             started = trio.current_time()
             first = True
             splitter = SentenceSplitter()
             who = speaker or self._speaker
-            message = Message(self._session_id, who.user_id, who.name, question)
-            turns = self.conversation.context(self._history(), question)
+            message = Message(
+                self._session_id, who.user_id, who.name, exchange.question, person=who.person
+            )
+            turns = exchange.context(self._history())
             try:
-                async with self._think(message, turns) as answer:
+                async with self._think(message, turns, stored=exchange.stored) as answer:
                     async for delta in answer:
                         if first:
                             self._observe("voice_think", trio.current_time() - started)

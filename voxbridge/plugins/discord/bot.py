@@ -14,21 +14,22 @@ import functools
 import logging
 import re
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
 import disnake
 import trio
 from disnake.ext import commands
-from disnake.interactions import ApplicationCommandInteraction
+from disnake.interactions import ApplicationCommandInteraction, MessageInteraction
 
-from ...brain import Conversation, Message
+from ...brain import Message
 from ...config.model import reveal
 from ...errors import BrainError, PermanentFailure, VoxbridgeError
 from ..aio import run_on_loop, to_trio
 from ..api import Context
+from .memory import FORGET, KEEP, MemoryCommands, button_owner
 from .reply import Reply, split_message, stream_to
 from .rooms import VoiceRooms
 
@@ -64,7 +65,6 @@ class _Incoming:
 @dataclass(eq=False)
 class _Channel:
     inbox: trio.MemorySendChannel[_Incoming]
-    conversation: Conversation = field(default_factory=Conversation)
 
 
 def _from_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -143,6 +143,7 @@ def _make_bot(
     deliver: Callable[[_Incoming], None],
     became_ready: Callable[[], None],
     rooms: VoiceRooms,
+    spawn: Callable[[Callable[[], Awaitable[None]]], None],
 ) -> commands.InteractionBot:
     """The disnake client for one attempt; call on the asyncio loop (it binds to it)."""
     intents = disnake.Intents(
@@ -239,6 +240,69 @@ def _make_bot(
         text = await _from_trio(token, lambda: replies.select(guild_of(inter), name))
         await inter.response.send_message(text)
 
+    remembered = MemoryCommands(ctx)
+
+    def on_trio(work: Callable[[], Awaitable[None]]) -> None:
+        to_trio(token, lambda: spawn(work))
+
+    @bot.slash_command(name="memory", description="What this agent remembers about you")
+    async def memory(inter: Inter) -> None:
+        pass
+
+    @memory.sub_command(name="show", description="What this agent remembers about you")
+    async def memory_show(inter: Inter) -> None:
+        user = inter.author.id
+
+        async def answer() -> None:
+            text = await remembered.show(user)
+            await run_on_loop(lambda: inter.response.send_message(text, ephemeral=True))
+
+        on_trio(answer)
+
+    @memory.sub_command(name="forget", description="Erase what this agent remembers about you")
+    async def memory_forget(inter: Inter) -> None:
+        user = inter.author.id
+
+        async def answer() -> None:
+            text, anything = await remembered.ask_forget(user)
+            buttons = (
+                [
+                    disnake.ui.Button(
+                        label="Forget everything",
+                        style=disnake.ButtonStyle.danger,
+                        custom_id=f"{FORGET}:{user}",
+                    ),
+                    disnake.ui.Button(
+                        label="Keep",
+                        style=disnake.ButtonStyle.secondary,
+                        custom_id=f"{KEEP}:{user}",
+                    ),
+                ]
+                if anything
+                else []
+            )
+            await run_on_loop(
+                lambda: inter.response.send_message(text, components=buttons, ephemeral=True)
+            )
+
+        on_trio(answer)
+
+    @bot.listen("on_button_click")
+    async def memory_button(inter: MessageInteraction[commands.InteractionBot]) -> None:
+        owner = button_owner(inter.component.custom_id or "")
+        if owner is None:
+            return
+        action, user = owner
+        if inter.author.id != user:
+            await inter.response.send_message("This button is not yours.", ephemeral=True)
+            return
+
+        async def answer() -> None:
+            text = await remembered.forget(user) if action == FORGET else "Nothing was forgotten."
+            await run_on_loop(lambda: inter.response.edit_message(content=text, components=[]))
+
+        on_trio(answer)
+
     @bot.slash_command(name="voice", description="This agent in voice channels")
     async def voice(inter: Inter) -> None:
         pass
@@ -312,7 +376,7 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
         rooms = VoiceRooms(ctx, lambda: bot_holder[-1] if bot_holder else None, nursery)
 
         async def main() -> None:  # on the asyncio loop
-            bot = _make_bot(ctx, token, deliver, became_ready, rooms)
+            bot = _make_bot(ctx, token, deliver, became_ready, rooms, nursery.start_soon)
             bot_holder.append(bot)
             try:
                 await bot.start(secret.reveal(), reconnect=True)
@@ -407,36 +471,44 @@ class _ReplySink:
 
 async def _answer(ctx: Context, state: _Channel, item: _Incoming, background: trio.Nursery) -> None:
     agent = ctx.agent
-    turns = state.conversation.context(agent.history, item.text)
+    place = f"discord:{item.channel_id}"  # a channel, a thread or a DM: each its own
+    person = f"discord:{item.author_id}"
+    conversation = await ctx.memory.conversation(place)
+    exchange = conversation.ask(item.text, person=person, name=item.author_name)
+    turns = exchange.context(agent.history)
     message = Message(
-        session_id=f"discord:{item.channel_id}",
+        session_id=place,
         user_id=str(item.author_id),
         username=item.author_name,
         text=item.text,
+        person=person,
     )
     started = trio.current_time()
     typing = trio.CancelScope()
     sink = _ReplySink(item.message, typing)
     failure: VoxbridgeError | disnake.HTTPException | None = None
-    async with trio.open_nursery() as nursery:
+    said, complete = "", False
+    try:
+        async with trio.open_nursery() as nursery:
 
-        async def show_typing() -> None:
-            with typing:
-                await _typing(item.message)
+            async def show_typing() -> None:
+                with typing:
+                    await _typing(item.message)
 
-        nursery.start_soon(show_typing)
-        try:
-            async with ctx.think(message, turns) as answer:
-                try:
-                    reply = await stream_to(sink, answer)
-                finally:
-                    if answer.text.strip():
-                        state.conversation.record(item.text, answer.text, cut=not answer.done)
-            failure = reply.failure
-            background.start_soon(_settle, ctx, reply)
-        except (BrainError, disnake.HTTPException) as exc:
-            failure = exc
-        typing.cancel()
+            nursery.start_soon(show_typing)
+            try:
+                async with ctx.think(message, turns, stored=exchange.stored) as answer:
+                    try:
+                        reply = await stream_to(sink, answer)
+                    finally:
+                        said, complete = answer.text, answer.done
+                failure = reply.failure
+                background.start_soon(_settle, ctx, reply)
+            except (BrainError, disnake.HTTPException) as exc:
+                failure = exc
+            typing.cancel()
+    finally:
+        exchange.answered(said, cut=bool(said.strip()) and not complete)
     if sink.first_post_at is not None:
         ctx.observe("first_text", sink.first_post_at - started)
     ctx.observe("brain", trio.current_time() - started)

@@ -26,7 +26,6 @@ import disnake
 import numpy as np
 import trio
 
-from ...brain import Conversation
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
 from ...voice.session import Speaker, VoiceSession
@@ -151,7 +150,7 @@ class Room:
         if entry is None:
             voice = self._ctx.agent.voice
             tail = voice.vad.end_of_turn + 0.5 if voice else 1.0
-            speaker = Speaker(str(user_id), name, attributed=True)
+            speaker = Speaker(str(user_id), name, attributed=True, person=f"discord:{user_id}")
             stream = SpeakerStream(self._session.ear(speaker), tail=tail)
             entry = self._speakers[user_id] = (stream, speaker)
             self._nursery.start_soon(stream.run)
@@ -196,7 +195,7 @@ class Room:
                 vad=providers.vad,
                 think=ctx.think,
                 output=_Output(connection, ctx.count),
-                conversation=Conversation(),
+                conversation=await ctx.memory.conversation(f"discord-voice:{self.channel_id}"),
                 history=lambda: ctx.agent.history,
                 session_id=f"discord-voice:{self.channel_id}",
                 observe=ctx.observe,

@@ -1,23 +1,29 @@
-"""``WS /api/agents/<agent-id>/chat``: one conversation per connection (SPEC §10).
+"""``WS /api/agents/<agent-id>/chat``: a conversation over a WebSocket (SPEC §10, §14).
 
-Client → server: ``{"type": "message", "text": "…"}``, and ``{"type": "cancel"}`` to stop the
-answer in flight. Server → client: ``{"type": "delta", "text": "…"}`` as the answer arrives, then
-``{"type": "done"}``, or ``{"type": "error", "message": "…"}``. Anything malformed gets an error
-event and the connection goes on; messages sent while an answer is running wait their turn (a
-few at most). A slow reader slows its own answer down, nobody else's.
+Client → server: first, optionally, ``{"type": "hello", "conversation": "<id>"}`` (1 to 64 of
+``A-Za-z0-9_-``) to go on with a stored conversation — the server answers ``{"type":
+"history", "turns": [{"role": "user"|"assistant", "text": "…"}, …]}`` with its last ``history``
+turns; without it, a new conversation. Then ``{"type": "message", "text": "…"}``, and
+``{"type": "cancel"}`` to stop the answer in flight. Server → client: ``{"type": "delta",
+"text": "…"}`` as the answer arrives, then ``{"type": "done"}``, or ``{"type": "error",
+"message": "…"}``. Anything malformed gets an error event and the connection goes on; messages
+sent while an answer is running wait their turn (a few at most). A slow reader slows its own
+answer down, nobody else's.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...brain import Conversation, Message
+from ...brain import Message
 from ...brain.text import invalid_unicode
 from ...errors import BrainError
+from ...memory import Conversation
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -30,7 +36,12 @@ MAX_FRAME = 64 * 1024  # bytes of one client message
 MAX_TEXT = 16_000  # characters of one question
 QUEUE = 4  # questions that may wait while an answer runs
 _OUTBOX = 64  # events waiting for a slow client before the answer waits for it
-_ids = itertools.count(1)
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def new_conversation_id() -> str:
+    """An id for a new web conversation: unguessable, since whoever has it can read it."""
+    return secrets.token_urlsafe(16)
 
 
 class _Session:
@@ -38,10 +49,10 @@ class _Session:
         self.websocket = websocket
         self.agent_id = service.ctx.agent_id
         self.fleet = service.ctx.fleet
-        self.conversation = Conversation()
-        self.session_id = f"web:{next(_ids)}"
+        self.conversation_id: str | None = None  # chosen by a hello, or at the first message
         self.outbox, self._pending = trio.open_memory_channel[dict[str, Any]](_OUTBOX)
-        self.questions, self._asked = trio.open_memory_channel[str](QUEUE)
+        # Questions, and the hello before them (as None): answered in order, one at a time.
+        self.questions, self._asked = trio.open_memory_channel[str | None](QUEUE)
         self.current: trio.CancelScope | None = None
 
     def service(self) -> WebService | None:
@@ -87,14 +98,17 @@ class _Session:
             await self.error(f'not JSON ({exc}): send {{"type": "message", "text": "…"}}')
             return
         kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "hello":
+            await self.hello(event)
+            return
         if kind == "cancel":
             if self.current is not None:
                 self.current.cancel()
             return
         if kind != "message":
             await self.error(
-                f"unknown type {kind!r}: send "
-                '{"type": "message", "text": "…"} or {"type": "cancel"}'
+                f'unknown type {kind!r}: send {{"type": "hello", "conversation": "…"}} '
+                'first, then {"type": "message", "text": "…"} or {"type": "cancel"}'
             )
             return
         question = event.get("text")
@@ -110,14 +124,47 @@ class _Session:
                 f"message too long ({len(question):,} characters; at most {MAX_TEXT:,})"
             )
             return
+        if self.conversation_id is None:
+            self.conversation_id = new_conversation_id()
         try:
             self.questions.send_nowait(question.strip())
         except trio.WouldBlock:
             await self.error(f"{QUEUE} messages are waiting already: wait for the answers")
 
+    async def hello(self, event: dict[str, Any]) -> None:
+        """Choose the conversation (first thing only); its history follows, in order."""
+        wanted = event.get("conversation")
+        if self.conversation_id is not None:
+            await self.error("hello comes first, before any message: reconnect to switch")
+            return
+        if not isinstance(wanted, str) or not CONVERSATION_ID.match(wanted):
+            await self.error('"conversation" must be 1 to 64 of A-Z, a-z, 0-9, _ and -')
+            return
+        self.conversation_id = wanted
+        self.questions.send_nowait(None)  # nothing is queued yet: there is room
+
     async def answer_all(self) -> None:
         async for question in self._asked:
-            await self.answer(question)
+            if question is None:
+                await self.history()
+            else:
+                await self.answer(question)
+
+    @property
+    def place(self) -> str:
+        """The conversation's key in memory (the person's too: a web visitor has no other)."""
+        return f"web:{self.conversation_id}"
+
+    async def history(self) -> None:
+        service = self.service()
+        turns = []
+        if service is not None:
+            conversation = await service.ctx.memory.conversation(self.place)
+            history = service.ctx.agent.history
+            turns = list(conversation.turns[-history:]) if history else []
+        await self.outbox.send(
+            {"type": "history", "turns": [{"role": t.role, "text": t.content} for t in turns]}
+        )
 
     async def answer(self, question: str) -> None:
         service = self.service()
@@ -128,15 +175,17 @@ class _Session:
             )
             return
         ctx = service.ctx
-        message = Message(self.session_id, "web", "web", question)
-        turns = self.conversation.context(ctx.agent.history, question)
+        conversation: Conversation = await ctx.memory.conversation(self.place)
+        exchange = conversation.ask(question, person=self.place)
+        message = Message(self.place, "web", "web", question, person=self.place)
+        turns = exchange.context(ctx.agent.history)
         failure: str | None = None
         said = ""
         complete = False
         with service.answering() as scope:
             self.current = scope
             try:
-                async with ctx.think(message, turns) as answer:
+                async with ctx.think(message, turns, stored=exchange.stored) as answer:
                     try:
                         async for delta in answer:
                             said = answer.text
@@ -148,8 +197,8 @@ class _Session:
                         ctx.log.error("❌ could not answer a web chat: %s", exc)
             finally:
                 self.current = None
-                if said.strip() or scope.cancel_called:
-                    self.conversation.record(question, said, cut=not complete)
+                cut = not complete and bool(said.strip() or scope.cancel_called)
+                exchange.answered(said, cut=cut)
         ctx.count("messages")
         if failure is not None:
             await self.error(failure)

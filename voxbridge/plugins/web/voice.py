@@ -1,9 +1,11 @@
 """``WS /api/agents/<agent-id>/voice``: a spoken conversation from the browser (SPEC §11).
 
 The client says hello first — ``{"type": "hello", "sample_rate": R, "format": "s16le",
-"channels": 1}`` with R from 8 to 48 kHz — and the server answers with the rate of the audio it
-will send. Then binary messages are raw PCM both ways, and the server's JSON events tell what is
-going on: ``transcript``, ``delta``, ``interrupted`` (drop queued audio), ``done``, ``error``.
+"channels": 1}`` with R from 8 to 48 kHz, and optionally ``"conversation": "<id>"`` to speak in
+a stored conversation (the chat page's, so text and voice share one) — and the server answers
+with the rate of the audio it will send. Then binary messages are raw PCM both ways, and the
+server's JSON events tell what is going on: ``transcript``, ``delta``, ``interrupted`` (drop
+queued audio), ``done``, ``error``.
 
 What comes in is bounded: an oversized frame is refused with an error event; frames the
 pipeline cannot take fast enough are dropped and counted. What goes out is bounded too: for a
@@ -19,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...brain import Conversation
 from ...voice.audio import MAX_RATE, MIN_RATE, RATE, Resampler
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
 from ...voice.session import Speaker, VoiceSession
+from .chat import CONVERSATION_ID, new_conversation_id
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -92,8 +94,9 @@ class _WebOutput:
             await self._wake.wait()
 
 
-def _hello(event: Any) -> int | str:
-    """The client's sample rate, or what is wrong with its hello."""
+def _hello(event: Any) -> tuple[int, str] | str:
+    """The client's sample rate and conversation id (a new one if it names none), or what is
+    wrong with its hello."""
     if not isinstance(event, dict) or event.get("type") != "hello":
         return f"say hello first: {json.dumps(_HELLO)}"
     rate, fmt, channels = event.get("sample_rate"), event.get("format"), event.get("channels", 1)
@@ -103,7 +106,12 @@ def _hello(event: Any) -> int | str:
         return f"{channels} channels are not supported: send mono (channels: 1)"
     if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
         return f"sample_rate {rate!r} is not supported: send {MIN_RATE} to {MAX_RATE} (Hz)"
-    return rate
+    conversation = event.get("conversation")
+    if conversation is None:
+        return rate, new_conversation_id()
+    if not isinstance(conversation, str) or not CONVERSATION_ID.match(conversation):
+        return '"conversation" must be 1 to 64 of A-Z, a-z, 0-9, _ and -'
+    return rate, conversation
 
 
 async def serve_voice(websocket: WebSocket, service: WebService) -> None:
@@ -124,9 +132,9 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
         )
         await websocket.close(code=4404)
         return
-    rate: int | None = None
+    hello: tuple[int, str] | None = None
     try:
-        while rate is None:  # until a good hello
+        while hello is None:  # until a good hello
             frame = await websocket.receive()
             if frame["type"] == "websocket.disconnect":
                 return
@@ -140,7 +148,9 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
             if isinstance(found, str):
                 await error(found)
             else:
-                rate = found
+                hello = found
+        rate, conversation_id = hello
+        place = f"web:{conversation_id}"
         providers = await open_providers(voice, ctx.fleet.http())
         output = _WebOutput(websocket, providers.tts.rate, ctx.count)
         await websocket.send_text(
@@ -155,10 +165,10 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
             vad=providers.vad,
             think=ctx.think,
             output=output,
-            conversation=Conversation(),
+            conversation=await ctx.memory.conversation(place),
             history=lambda: ctx.agent.history,
-            session_id=f"web-voice:{id(websocket)}",
-            speaker=Speaker("web", "web"),
+            session_id=place,
+            speaker=Speaker("web", "web", person=place),
             observe=ctx.observe,
             count=ctx.count,
             logger=ctx.log,
