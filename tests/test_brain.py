@@ -314,3 +314,19 @@ async def test_fallback_to_n8n_when_the_llm_fails_before_its_first_delta() -> No
             await answer_of(agent, http, n8n)
         assert len(hook.requests) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_text_utf8_cannot_carry_reaches_the_llm_repaired_not_as_a_crash() -> None:
+    """Issue 21.2: a lone surrogate (a JSON "\\ud800", a byte that was not UTF-8) made httpx's
+    JSON encoding raise UnicodeEncodeError, whatever channel the text came from."""
+    llm = FakeLLM(Plan([{"reply": "fine"}]))
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        base = await start_fake(nursery, llm)
+        agent = Agent(id="a", file=Path("a.yaml"), name="A", llm=llm_config(base, timeout=2))
+        message = Message("s", "u", "ann", "caf\udce9 \ud800")
+        history = [Turn("user", "earlier \udcff"), Turn("user", message.text)]
+        async with think(agent, message, history, http=http) as answer:
+            assert [d async for d in answer] == ["fine "]
+        contents = [m["content"] for m in llm.requests[0]["messages"]]
+        assert contents == ["earlier \ufffd", "caf\ufffd \ufffd"]
+        nursery.cancel_scope.cancel()

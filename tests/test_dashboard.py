@@ -39,7 +39,7 @@ def fleet(tmp_path: Path) -> Iterator[str]:
     agents.mkdir()
     (agents / "support.yaml").write_text(
         "name: Support\ndefault: true\nsystem_prompt: Answers billing questions.\n"
-        "plugins:\n  echo: {}\n  slow: {delay: 0}\n"
+        "plugins:\n  echo: {}\n  slow: {delay: 0}\n  web: {}\n"
     )
     (agents / "sales.yaml").write_text("name: Sales\nplugins:\n  crashy: {crashes: 1, after: 3s}\n")
     (agents / "legacy.yaml").write_text(
@@ -90,6 +90,17 @@ def test_the_dashboard_updates_live(fleet: str, tmp_path: Path) -> None:
         assert page.inner_text("#live") == "live"
         assert "invalid token (401)" in page.inner_text('tr[data-agent="legacy"]')
         assert "history: expected an integer" in page.inner_text('tr[data-agent="draft"]')
+        # Issue 21.10: the column holds notes too ("chat at http://…"), and says so; the chat
+        # link is drawn, not an emoji (an empty box where no emoji font is installed).
+        assert page.inner_text("thead th:nth-child(8)") == "error / note"
+        note = page.inner_text(
+            'tr[data-agent="support"][data-plugin="web"] td[data-label="error / note"]'
+        )
+        assert note.startswith("chat at http://127.0.0.1:")
+        link = 'tr[data-agent="support"][data-plugin="echo"] a.chat'
+        assert page.inner_text(link).strip() == "chat"
+        assert page.locator(f"{link} svg").count() == 1
+        assert not page.evaluate("/\\p{Emoji_Presentation}/u.test(document.body.innerHTML)")
         # It crashes 3 s after starting and comes back a second later: the row follows, live.
         page.wait_for_selector(f"{row}.backoff", timeout=10_000)
         page.wait_for_selector(f"{row}.running", timeout=10_000)

@@ -3,6 +3,7 @@ Discord-compatible server, an OpenAI-compatible LLM and an n8n-like webhook, all
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -561,6 +562,7 @@ async def test_a_changed_token_is_make_before_break_and_a_bad_one_keeps_the_old_
         assert set(states) == {ActorState.RUNNING}
 
         # A token Discord refuses: the running bot keeps serving, the agent says why.
+        good = blob_id(path.read_bytes())
         rig.agent("a", "tok-revoked")
         bad = blob_id(path.read_bytes())
         await rt.reconciler.apply_paths([path])
@@ -580,31 +582,43 @@ async def test_a_changed_token_is_make_before_break_and_a_bad_one_keeps_the_old_
                 metrics
             )
             assert 'voxbridge_actor_up{agent="a",plugin="discord"} 1.0' in metrics
+            # Issue 21.7: the live version is the one that runs, the rejected one beside it
+            # (the rejected blob was reported as live, and the serving one appeared nowhere).
+            version = (await http.get("/api/agents/a")).json()["version"]
+            assert version["blob"] == good
+            assert version["rejected"]["blob"] == bad
+            assert version["rejected"]["errors"][0].startswith(
+                "plugins.discord: PermanentFailure: Discord rejected the bot token (401)"
+            )
+            assert f'voxbridge_agent_version_info{{agent="a",blob="{good}"' in metrics
+            assert f'voxbridge_agent_rejected_version_info{{agent="a",blob="{bad}"}}' in metrics
         assert rig.discord.connected("tok-a2")
         await rig.discord.send_message(
             "tok-a2", content="still there?", author_id=ANN, author_name="ann"
         )
         await rig.llm.wait_requests(1)  # the old bot answers
-        waited = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "voxbridge",
-                "status",
-                "--url",
-                str(rt.status_url),
-                "--wait-for",
-                bad[:10],
-                "--timeout",
-                "5s",
-            ],
-            capture_stderr=True,
-            check=False,
-            env=clean_env(),
-        )
+
+        async def wait_for(blob: str) -> subprocess.CompletedProcess[bytes]:
+            command = ["status", "--url", str(rt.status_url), "--wait-for", blob[:10]]
+            return await trio.run_process(
+                [sys.executable, "-m", "voxbridge", *command, "--timeout", "5s"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=clean_env(),
+            )
+
+        with trio.fail_after(4):  # at once, not after the timeout
+            waited = await wait_for(bad)
         assert waited.returncode == 1
-        assert "a/discord: kept the previous version: PermanentFailure: Discord rejected" in (
-            waited.stderr.decode()
+        assert (
+            f"a: version {bad[:12]} was rejected: plugins.discord: PermanentFailure: Discord "
+            "rejected the bot token (401)" in waited.stderr.decode()
+        )
+        waited = await wait_for(good)  # what serves is live
+        assert (waited.returncode, waited.stdout.decode()) == (
+            0,
+            f"✓ blob {good[:10]} is live: a\n",
         )
 
         # Fixing the file completes the swap.
@@ -616,6 +630,9 @@ async def test_a_changed_token_is_make_before_break_and_a_bad_one_keeps_the_old_
             limit_s=15,
         )
         await wait_until(rt, lambda: rt.table.get(("a", "discord")).swap is None)  # type: ignore[union-attr]
+        live = rt.table.version("a")
+        assert live is not None and live.blob == blob_id(path.read_bytes())
+        assert (live.rejected, live.previous) == (None, None)
         nursery.cancel_scope.cancel()
 
 

@@ -14,6 +14,7 @@ def test_public_api_is_curated() -> None:
         "Keyring",
         "KeysError",
         "LLMConfig",
+        "ListenError",
         "PermanentFailure",
         "Plugin",
         "PluginConfig",
@@ -45,3 +46,4 @@ def test_every_error_has_a_docstring_and_an_exit_code() -> None:
     assert voxbridge.KeyPermissionError.exit_code == 77
     assert voxbridge.ConfigError.exit_code == 78
     assert voxbridge.UsageError.exit_code == 2
+    assert voxbridge.ListenError.exit_code == 69

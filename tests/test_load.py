@@ -84,6 +84,10 @@ def test_full_agent_loads_typed_and_decrypted(
     assert discord.enabled and discord.settings["bot_token"].reveal() == "bot-token-1"
     assert agent.enabled_plugins == ("discord",)
     assert agent.where("plugins.discord").endswith("support.yaml:14:3")
+    # Issue 21.5: runtime messages about llm.base_url point at it, not at `llm:`.
+    assert agent.where("llm").endswith("support.yaml:6:1")
+    assert agent.where("llm.base_url").endswith("support.yaml:7:3")
+    assert agent.where("llm.nothing.here").endswith("support.yaml:6:1")
     # Nothing secret in the reprs of the loaded values.
     assert "bot-token-1" not in repr(agent) and "sk-llm" not in repr(agent)
     with pytest.raises(TypeError):

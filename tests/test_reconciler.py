@@ -193,3 +193,20 @@ async def test_sharded_runtime_runs_only_its_agents(
             assert len(rt.index.by_id) == 20  # every replica knows every agent
             nursery.cancel_scope.cancel()
     assert sorted(a for s in owned for a in s) == sorted(f"agent-{i}" for i in range(20))
+
+
+async def test_the_startup_summary_counts_in_words(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 21.5: "Initialized 1 plugins across 1 agents"."""
+    write(tmp_path, "support.yaml", "plugins:\n  slow: {delay: 1500ms}\n")
+    caplog.set_level("INFO", "voxbridge.run")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path)
+        began = trio.current_time()
+        await rt.reconciler.rescan()
+        await rt.summarize_start(began)
+        nursery.cancel_scope.cancel()
+    assert [r.getMessage() for r in caplog.records if r.name == "voxbridge.run"] == [
+        "✅ Initialized 1 plugin across 1 agent in 1.5s"
+    ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -105,7 +107,9 @@ def test_startup_summary_json_logs_and_sigterm(tmp_path: Path, site: Path) -> No
     records = [json.loads(line) for line in lines]
     assert all({"ts", "level", "msg", "agent", "plugin"} <= r.keys() for r in records)
     messages = [r["msg"] for r in records]
-    assert "✅ Initialized 4 plugins across 3 agents" in messages
+    assert any(
+        re.fullmatch(r"✅ Initialized 4 plugins across 3 agents in 0\.\ds", m) for m in messages
+    )
     assert "⚠️ 1 plugin failed to initialize" in messages
     broken = next(r for r in records if r["plugin"] == "broken")
     assert (broken["agent"], broken["level"]) == ("b", "error")
@@ -115,6 +119,33 @@ def test_startup_summary_json_logs_and_sigterm(tmp_path: Path, site: Path) -> No
     assert proc.returncode == 0
     assert time.monotonic() - t0 < 5
     assert '"msg": "🛑 voxbridge stopped"' in out
+
+
+def test_the_startup_summary_waits_for_what_a_change_restarted(tmp_path: Path, site: Path) -> None:
+    """Issue 21.8: a file changed while the first actors were starting made the summary say
+    "Initialized 0 plugins across 0 agents" and "1 plugin(s) still starting after 60s" half a
+    second after start. It now comes when start-up really ends, with true counts and time."""
+    agents(
+        tmp_path,
+        a="plugins:\n  slow: {delay: 1500ms}\n",
+        b="plugins:\n  slow: {delay: 1500ms}\n  broken: {}\n",
+    )
+    proc = start(tmp_path, site)
+    try:
+        read_until(proc, "Loaded agent 'b'")
+        (tmp_path / "agents.d" / "a.yaml").write_text("plugins:\n  slow: {delay: 2500ms}\n")
+        lines = read_until(proc, "✅ Initialized")
+        summary = lines[-1].split("INFO  ", 1)[1].strip()
+        assert any("Updated agent 'a': restarting slow" in line for line in lines)
+        assert any("✅ a/slow ready" in line for line in lines)  # the restarted one, before
+        found = re.fullmatch(r"✅ Initialized 2 plugins across 2 agents in (\d+\.\d)s", summary)
+        assert found and 2.5 <= float(found.group(1)) < 10, summary
+        lines = read_until(proc, "failed to initialize")
+        assert lines[-1].rstrip().endswith("⚠️ 1 plugin failed to initialize")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "still starting" not in out
 
 
 def test_a_second_signal_exits_at_once(tmp_path: Path, site: Path) -> None:
@@ -154,6 +185,23 @@ def test_run_refuses_what_cannot_work(tmp_path: Path, cli: CliRunner) -> None:
     assert r.returncode == 77
     assert "chmod 600" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_busy_port_is_one_line_naming_it_and_exit_69(tmp_path: Path, cli: CliRunner) -> None:
+    """Issue 21.1: a second `voxbridge run` on a taken port printed a 60-line traceback."""
+    agents(tmp_path, a="name: A\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        r = cli("run", "--listen", address)
+    errors = [line for line in r.stderr.splitlines() if " INFO " not in line]
+    assert r.returncode == 69
+    assert errors == [
+        f"voxbridge: cannot listen on {address}: the address is in use (another `voxbridge "
+        "run`?): stop that, or pass --listen HOST:PORT with a free port, or --listen none to "
+        "run without the status server"
+    ]
 
 
 def test_help_lists_every_option(cli: CliRunner) -> None:

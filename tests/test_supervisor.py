@@ -12,6 +12,7 @@ from voxbridge import Plugin, testing
 from voxbridge.errors import PermanentFailure
 from voxbridge.plugins.api import Context
 from voxbridge.runtime.state import ActorState
+from voxbridge.runtime.version import blob_id
 
 starts: list[float] = []
 
@@ -284,6 +285,7 @@ async def test_an_overlap_plugin_is_swapped_make_before_break(
         assert s is not None and (s.state, s.swap, s.restarts) == (ActorState.RUNNING, None, 0)
 
         # A token refused for good: the old session serves on, and says why.
+        two = blob_id(path.read_bytes())
         path.write_text("plugins:\n  session: {token: bad}\n")
         await rt.reconciler.apply_paths([path])
         await trio.sleep(3600)
@@ -294,6 +296,21 @@ async def test_an_overlap_plugin_is_swapped_make_before_break(
             "PermanentFailure: the token was refused (401)",
         )
         assert lives[-1] == ("down", "one", t0 + 5)  # "two" is still up
+        # ...and the live version is the one that serves, the refused one beside it (21.7),
+        # also when a comment-only edit gives the refused token another try.
+        for bad in (
+            "plugins:\n  session: {token: bad}\n",
+            "# again\nplugins: {session: {token: bad}}\n",
+        ):
+            path.write_text(bad)
+            await rt.reconciler.apply_paths([path])
+            await trio.sleep(3600)
+            live = rt.table.version("a")
+            assert live is not None and (live.blob, live.previous) == (two, None)
+            assert live.rejected is not None and live.rejected.blob == blob_id(bad.encode())
+            assert live.rejected.errors == (
+                "plugins.session: PermanentFailure: the token was refused (401)",
+            )
 
         # Fixing the file completes the swap; going back to the running token just ends it.
         path.write_text("plugins:\n  session: {token: three}\n")
@@ -301,6 +318,9 @@ async def test_an_overlap_plugin_is_swapped_make_before_break(
         await rt.reconciler.apply_paths([path])
         await trio.sleep(60)
         assert lives[-2:] == [("up", "three", t1 + 5), ("down", "two", t1 + 5)]
+        three = rt.table.version("a")
+        assert three is not None and three.blob == blob_id(path.read_bytes())
+        assert (three.rejected, three.previous) == (None, None)
         path.write_text("plugins:\n  session: {token: bad}\n")
         await rt.reconciler.apply_paths([path])
         path.write_text("plugins:\n  session: {token: three}\n")

@@ -60,13 +60,33 @@ async def test_mistakes(tmp_path: Path) -> None:
     write(tmp_path, "helper.yaml", "voice: {}\n")
     (tmp_path / "bad.wav").write_text("not audio")
     wav_file(tmp_path / "quiet.wav", bytes(32000))
+    question = say("what is the weather like today", rate=4000)
+    wav_file(tmp_path / "4k.wav", question, rate=4000)
+    wav_file(tmp_path / "q.wav", say("what is the weather like today"))
     cases = [
         (("mute", "--in", "bad.wav"), 2, "agent 'mute' has no voice: add a voice section"),
         (("helper", "--in", "nope.wav"), 2, "nope.wav: no such file"),
         (("helper", "--in", "bad.wav"), 1, "bad.wav is not a WAV file"),
         (("helper", "--in", "quiet.wav"), 1, "no speech found in the file"),
+        # Issue 21.6: the rate named (it was "no speech found"), and --out checked first.
+        (("helper", "--in", "4k.wav"), 1, "4k.wav is sampled at 4,000 Hz: give 8,000 to 48,000"),
+        (("helper", "--in", "q.wav", "--out", "no/a.wav"), 2, "--out no/a.wav: no such directory"),
+        (("helper", "--in", "q.wav", "--out", "."), 2, "--out .: a directory"),
     ]
     for args, code, message in cases:
         done = await talk(tmp_path, *args)
         assert (done.returncode, message in done.stderr) == (code, True), done.stderr
         assert "Traceback" not in done.stderr
+        assert "heard" not in done.stdout  # nothing ran
+
+
+async def test_a_brain_that_fails_is_named_in_the_answer(tmp_path: Path) -> None:
+    """Issue 21.6: with the LLM down, talk printed an empty "💬 answer:" and "✓ down.wav"."""
+    write(tmp_path, "down.yaml", "llm: {base_url: 'http://127.0.0.1:9/v1', model: m}\nvoice: {}\n")
+    wav_file(tmp_path / "q.wav", say("what is the weather like today"))
+    done = await talk(tmp_path, "down", "--in", "q.wav", "--out", "a.wav")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("💬 answer: failed: the LLM at http://127.0.0.1:9/v1: cannot reach")
+    assert lines[2].endswith(" Hz (an apology for what failed)")
+    assert lines[-1] == "✓ a.wav (an apology for what failed)"

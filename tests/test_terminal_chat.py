@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -153,6 +154,43 @@ async def test_n8n_agents_and_failures(tmp_path: Path) -> None:
         code, _, err = await chat.finish()
         assert code == 2 and "no agent 'nobody' in agents.d/ (agents: flow, helper)" in err
         nursery.cancel_scope.cancel()
+
+
+async def test_text_that_is_not_utf8_is_refused_in_words_and_the_chat_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Issue 21.2: `--once "$(printf 'caf\\xe9')"` and a piped line with byte 0xff printed an
+    ExceptionGroup traceback (httpx could not encode the text), and the next line went
+    unanswered."""
+    llm = FakeLLM(Plan([{"reply": "Hello."}, {"reply": "Still here."}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        agent(tmp_path, llm.base_url)
+        chat = await Chat.start(tmp_path, "helper", "--once", os.fsdecode(b"caf\xe9"))
+        code, out, err = await chat.finish()
+        assert (code, out) == (1, "")
+        assert err.startswith("❌ not sent: byte 0xe9 at character 4 is not UTF-8")
+        chat = await Chat.start(tmp_path, "helper")
+        assert chat.proc.stdin is not None
+        await chat.proc.stdin.send_all(b"hi\n\xffoops\nthere\n")
+        code, out, err = await chat.finish()
+        assert code == 1  # a line went unanswered: scripts can tell
+        assert out.splitlines() == ["Hello.", "Still here."]
+        assert "❌ not sent: byte 0xff at character 1 is not UTF-8" in err
+        assert "Traceback" not in err
+        assert [r["messages"][-1]["content"] for r in llm.requests] == ["hi", "there"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_piped_lines_that_go_unanswered_exit_1(tmp_path: Path) -> None:
+    """Issue 21.3: with every answer failing, a piped chat exited 0."""
+    agent(tmp_path, "http://127.0.0.1:9")
+    chat = await Chat.start(tmp_path, "helper")
+    await chat.say("hi")
+    await chat.say("there")
+    code, out, err = await chat.finish()
+    assert (code, out) == (1, "")
+    assert err.count("the LLM at http://127.0.0.1:9/v1: cannot reach it") == 2
 
 
 async def test_a_conversation_goes_on_across_runs_and_another_is_apart(tmp_path: Path) -> None:

@@ -110,6 +110,11 @@ async def test_an_answer_streams_as_deltas_and_the_conversation_is_kept(tmp_path
         ("[1, 2]", r"unknown type None"),
         ('{"type": "message", "text": ""}', r'"text" must be a non-empty string'),
         ('{"type": "message", "text": 42}', r'"text" must be a non-empty string'),
+        (
+            '{"type": "message", "text": "\\ud800"}',
+            r'"text" is not valid Unicode \(U\+D800 at character 1 is half of a surrogate pair',
+        ),
+        ('{"type": "message", "text": "caf\\udce9"}', r"byte 0xe9 at character 4 is not UTF-8"),
         (b"\x00\x01binary", r"send JSON text frames"),
         ('{"type": "message", "text": "' + "x" * 1_048_576 + '"}', r"message too large"),
     ],
@@ -147,6 +152,11 @@ async def test_an_unknown_agent_or_one_without_web_gets_an_error(tmp_path: Path)
         async with httpx.AsyncClient(base_url=rt.status_url or "") as http:
             page = await http.get("/chat/quiet")
             assert page.status_code == 404 and "plugins: {web: {enabled: true}}" in page.text
+            # Issue 21.5: what cannot be an agent id never reaches a page (a NUL byte did).
+            for bad in ("quiet%00", "%3Cb%3Ehi", "Quiet", "quiet%0A", "-x"):
+                page = await http.get(f"/chat/{bad}")
+                assert (page.status_code, page.text) == (404, "Not Found"), bad
+                assert page.headers["content-type"].startswith("text/plain")
             assert (await http.get("/healthz")).status_code == 200  # the server goes on
         nursery.cancel_scope.cancel()
 
@@ -204,7 +214,7 @@ async def test_cancel_stops_the_answer_and_keeps_what_was_said(tmp_path: Path) -
 
 async def test_no_llm_reachable_says_which_url_and_what_to_do(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
-        agent(tmp_path, "http://127.0.0.1:9")
+        path = agent(tmp_path, "http://127.0.0.1:9")
         rt = await start(nursery, tmp_path)
         await wait_state(rt, ("helper", "web"), ActorState.RUNNING)
         started = trio.current_time()
@@ -214,7 +224,8 @@ async def test_no_llm_reachable_says_which_url_and_what_to_do(tmp_path: Path) ->
         assert event["type"] == "error"
         assert "the LLM at http://127.0.0.1:9/v1: cannot reach it" in event["message"]
         assert "`ollama serve`" in event["message"]
-        assert "llm.base_url in" in event["message"] and "helper.yaml" in event["message"]
+        # The base_url's own line and column (issue 21.5: it pointed at `llm:`).
+        assert f"set llm.base_url in {path}:2:7 to a running" in event["message"]
         nursery.cancel_scope.cancel()
 
 
@@ -297,3 +308,120 @@ async def test_the_dashboard_links_agents_with_web_to_their_chat(tmp_path: Path)
             assert page.status_code == 200 and "<title>voxbridge chat</title>" in page.text
             assert page.headers["referrer-policy"] == "no-referrer"
         nursery.cancel_scope.cancel()
+
+
+HOSTILE = """\
+# Weather *today*
+Some **bold**, _em_, `x<y>`, ~~old~~ and snake_case_name.
+
+- one
+- two with [a link](https://example.com/a?b=1)
+  - nested
+1. first
+2. second
+
+> quoted <b>not bold</b>
+
+```html
+<script>window.pwned = "code block"</script>
+```
+
+<img src=x onerror="window.pwned='img'">
+<script>window.pwned = 'script'</script>
+[click me](javascript:window.pwned='link') [data](data:text/html,hi)
+<a href="javascript:window.pwned='a'">raw anchor</a>
+<iframe src="javascript:window.pwned='iframe'"></iframe>
+Visit https://example.org/path. Or [mail](mailto:a@example.com).
+
+| a | b |
+|---|---|
+| <svg onload="window.pwned='svg'"> | **x** |
+"""
+
+
+@needs_chromium
+async def test_the_models_markdown_is_shown_and_its_html_stays_text(tmp_path: Path) -> None:
+    """Issue 21.10: the page showed the LLM's Markdown raw; it is rendered now, safely: what the
+    model writes as HTML (script, event handlers, javascript: links) stays text."""
+    chunks = [HOSTILE[i : i + 40] for i in range(0, len(HOSTILE), 40)]  # splits mid-syntax
+    llm = FakeLLM(Plan([{"chunks": chunks, "chunk_delay": 0.02}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        agent(tmp_path, llm.base_url)
+        rt = await start(nursery, tmp_path)
+        await wait_state(rt, ("helper", "web"), ActorState.RUNNING)
+        url = f"{rt.status_url}/chat/helper"
+
+        def browse() -> dict[str, Any]:
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = browser.new_page()
+                dialogs: list[str] = []
+                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.goto(url)
+                page.wait_for_selector("#state.on", timeout=10_000)
+                page.fill("#text", "show me")
+                page.keyboard.press("Enter")
+                page.wait_for_selector(".msg.agent:not(.writing)", timeout=10_000)
+                page.wait_for_timeout(500)  # time for an onerror or onload to fire
+                seen: dict[str, Any] = page.evaluate(
+                    """() => {
+                      const m = document.querySelector(".msg.agent");
+                      const all = (s) => [...m.querySelectorAll(s)];
+                      return {
+                        pwned: window.pwned ?? null,
+                        active: all("script, img, iframe, svg, object, embed, style").length,
+                        handlers: all("*").flatMap((e) => [...e.attributes])
+                          .filter((a) => a.name.startsWith("on")).length,
+                        h1: all("h1").map((e) => e.innerHTML),
+                        strong: all("strong").map((e) => e.textContent),
+                        em: all("em").map((e) => e.textContent),
+                        code: all("p code").map((e) => e.textContent),
+                        del: all("del").map((e) => e.textContent),
+                        ul: all("ul > li").length, nested: all("ul ul > li").length,
+                        ol: all("ol > li").map((e) => e.textContent),
+                        quote: all("blockquote").map((e) => e.textContent),
+                        pre: all("pre code").map((e) => [e.dataset.lang, e.textContent]),
+                        links: all("a").map((e) => [e.textContent, e.href, e.rel, e.target]),
+                        cells: all("th, td").map((e) => e.textContent),
+                        text: m.textContent,
+                      };
+                    }"""
+                )
+                seen["dialogs"] = dialogs
+                # Drawn icons, not emoji (boxes where no emoji font is installed).
+                seen["mic"] = page.evaluate("document.querySelectorAll('#mic svg').length")
+                seen["emoji"] = page.evaluate(
+                    "/\\p{Emoji_Presentation}/u.test(document.documentElement.outerHTML)"
+                )
+                browser.close()
+            return seen
+
+        seen = await trio.to_thread.run_sync(browse)
+        nursery.cancel_scope.cancel()
+    assert (seen["pwned"], seen["active"], seen["handlers"], seen["dialogs"]) == (None, 0, 0, [])
+    assert seen["h1"] == ["Weather <em>today</em>"]
+    assert seen["strong"] == ["bold", "x"]
+    assert seen["em"] == ["today", "em"]  # not snake_case_name
+    assert (seen["code"], seen["del"]) == (["x<y>"], ["old"])
+    assert (seen["ul"], seen["nested"], seen["ol"]) == (3, 1, ["first", "second"])
+    assert seen["quote"] == ["quoted <b>not bold</b>"]
+    assert seen["pre"] == [["html", '<script>window.pwned = "code block"</script>']]
+    assert seen["links"] == [
+        ["a link", "https://example.com/a?b=1", "noopener noreferrer", "_blank"],
+        ["https://example.org/path", "https://example.org/path", "noopener noreferrer", "_blank"],
+        ["mail", "mailto:a@example.com", "noopener noreferrer", "_blank"],
+    ]
+    for raw in (
+        "<img src=x onerror=\"window.pwned='img'\">",
+        "<script>window.pwned = 'script'</script>",
+        "click me data",  # javascript: and data: links are text, not links
+        "<a href=\"javascript:window.pwned='a'\">raw anchor</a>",
+        "<iframe src=\"javascript:window.pwned='iframe'\"></iframe>",
+        "snake_case_name",
+    ):
+        assert raw in seen["text"], raw
+    assert seen["cells"] == ["a", "b", "<svg onload=\"window.pwned='svg'\">", "x"]
+    assert (seen["mic"], seen["emoji"]) == (1, False)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from tests.browser import ARGS, CHROMIUM, needs_chromium
 from tests.fake_brains import FakeLLM, Plan, start_fake
@@ -189,6 +189,71 @@ async def test_a_bad_hello_is_explained_and_can_be_mended(
             event = json.loads(await ws.get_message())
             assert event["type"] == "error" and error in event["message"]
             assert (await Caller(ws).hello(sample_rate=8000))["type"] == "hello"
+        nursery.cancel_scope.cancel()
+
+
+async def voice_sessions(rt: Runtime) -> list[str]:
+    async with httpx.AsyncClient(base_url=rt.status_url or "") as http:
+        text = (await http.get("/metrics")).text
+    return [line for line in text.splitlines() if line.startswith("voxbridge_voice_sessions{")]
+
+
+async def test_restarts_and_removals_end_sessions_in_words_and_count_them_right(
+    tmp_path: Path,
+) -> None:
+    """Issue 21.4: after a restart with a voice socket open, voxbridge_voice_sessions went
+    0 → -1 (each removal lowered it again), the socket closed with 1011 after an error saying
+    the file "was removed or changed", and JSON after the hello was silently ignored."""
+    llm = FakeLLM()
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm)
+        path = tmp_path / "agents.d" / "helper.yaml"
+        text = path.read_text()
+        one = 'voxbridge_voice_sessions{agent="helper",plugin="web"} '
+        for how in ("restart", "removal", "restart"):
+            with trio.fail_after(20):  # the old code left JSON after the hello unanswered
+                async with open_websocket_url(voice_url(rt)) as ws:
+                    caller = Caller(ws)
+                    await caller.hello()
+                    for sent, said in (
+                        (
+                            json.dumps(HELLO),
+                            "hello was said already (sample_rate 16000): reconnect to change it",
+                        ),
+                        ('{"type": "shout"}', "unknown type 'shout'"),
+                        ("[1]", "not a JSON event with a type"),
+                    ):
+                        await ws.send_message(sent)
+                        event = json.loads(await ws.get_message())
+                        assert event == {
+                            "type": "error",
+                            "message": f"{said}; after the hello, send audio as binary messages",
+                        }
+                    assert await voice_sessions(rt) == [one + "1.0"]
+                    if how == "restart":
+                        async with httpx.AsyncClient(base_url=rt.status_url or "") as http:
+                            await http.post("/api/agents/helper/plugins/web/restart")
+                    else:
+                        path.unlink()
+                        await rt.reconciler.apply_paths([path])
+                    event = json.loads(await ws.get_message())
+                    assert event["message"] == (
+                        "agent 'helper' stopped its voice (a restart, or its file changed or was "
+                        "removed): reconnect to talk again"
+                    )
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+                    # trio-websocket leaves a client's TCP stream open when the server closes
+                    # first (a ResourceWarning later): close it here.
+                    await ws._stream.aclose()
+                    assert closed.value.reason.code == 1012  # service restart: try again
+            if how == "removal":
+                path.write_text(text)
+                await rt.reconciler.apply_paths([path])
+            await wait_state(rt, ("helper", "web"), ActorState.RUNNING)
+            # Back to 0 (a new actor after a removal has counted nothing yet: no series).
+            assert await voice_sessions(rt) == ([one + "0.0"] if how == "restart" else [])
         nursery.cancel_scope.cancel()
 
 

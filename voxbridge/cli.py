@@ -1,7 +1,8 @@
 """The ``voxbridge`` command line (SPEC §5).
 
-Exit codes follow sysexits: 0 ok, 1 runtime failure, 2 usage, 77 key permissions, 78
-configuration. Every user mistake ends in one clear line on stderr, never a traceback.
+Exit codes follow sysexits: 0 ok, 1 runtime failure, 2 usage, 69 the status server's address
+is unavailable (``run``), 77 key permissions, 78 configuration. Every user mistake ends in one
+clear line on stderr, never a traceback.
 """
 
 from __future__ import annotations

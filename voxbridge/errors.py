@@ -7,6 +7,7 @@
     │   └── KeyPermissionError      exit 77  a private key is readable by group or others
     ├── DecryptError                exit 78  an ENC value does not open (altered, moved, wrong key)
     ├── WriteError                  exit 1   a file could not be replaced (disk full...): unchanged
+    ├── ListenError                 exit 69  the status server cannot listen on its address
     ├── StoreError                  exit 1   the memory store cannot be opened or reached
     │   └── StateDirBusy            exit 75  another voxbridge runs on the same state directory
     ├── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
@@ -28,6 +29,7 @@ __all__ = [
     "DecryptError",
     "KeyPermissionError",
     "KeysError",
+    "ListenError",
     "PermanentFailure",
     "Problem",
     "StateDirBusy",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 EX_USAGE = 2
+EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
@@ -109,6 +112,14 @@ class DecryptError(VoxbridgeError):
 class WriteError(VoxbridgeError):
     """Raised when a file cannot be replaced (disk full, read-only directory); the original
     file is left exactly as it was."""
+
+
+class ListenError(VoxbridgeError):
+    """Raised when ``voxbridge run`` cannot listen on its status server's address: the port is
+    taken (a second ``voxbridge run``?), the address is not one of this host's, or the port
+    needs privileges. Nothing has started; the message names the address and ``--listen``."""
+
+    exit_code = EX_UNAVAILABLE
 
 
 class StoreError(VoxbridgeError):

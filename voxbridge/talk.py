@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,17 +118,31 @@ async def _talk(
 def _report(output: _FileOutput, seen: dict[str, list[float]], out: Path | None) -> int:
     if not output.transcript and not output.errors:
         raise VoxbridgeError("no speech found in the file: is it silent, or very quiet?")
-    print(f"💬 answer: {''.join(output.answer).strip()}")
+    answer = "".join(output.answer).strip()
+    failed = f"{'; then ' if answer else ''}failed: {output.errors[0]}" if output.errors else ""
+    print(f"💬 answer: {answer}{failed}")
     spoken = b"".join(output.frames)
-    print(f"🔊 spoken: {len(spoken) / 2 / output.rate:.2f} s at {output.rate} Hz")
+    what = " (an apology for what failed)" if output.errors else ""
+    print(f"🔊 spoken: {len(spoken) / 2 / output.rate:.2f} s at {output.rate} Hz{what}")
     for name, label in _STAGES:
         if seen.get(name):
             values = ", ".join(f"{1000 * v:.0f}" for v in seen[name])
             print(f"⏱  {label}: {values} ms")
     if out is not None:
         out.write_bytes(wav_bytes(spoken, output.rate))
-        print(f"✓ {out}")
+        print(f"✓ {out}{what}")
     return 1 if output.errors else 0
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written before anything runs (not after a minute)."""
+    where = out.parent
+    if out.is_dir():
+        raise UsageError(f"--out {out}: a directory: name a .wav file in it")
+    if not where.is_dir():
+        raise UsageError(f"--out {out}: no such directory {where}")
+    if not os.access(where, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out {out}: not writable")
 
 
 def run_talk(
@@ -145,8 +160,9 @@ def run_talk(
     stage failed).
 
     Raises:
-        UsageError: no such agent or file, or the agent has no voice section.
-        AudioError: ``question`` is not a 16-bit PCM WAV.
+        UsageError: no such agent or file, the agent has no voice section, or ``out`` cannot
+            be written.
+        AudioError: ``question`` is not a 16-bit PCM WAV at 8 to 48 kHz.
         ConfigError: the agent's file does not load.
     """
     agent = find_agent(agents_dir, keys_dir, wanted)
@@ -157,6 +173,8 @@ def run_talk(
         )
     if not question.is_file():
         raise UsageError(f"{question}: no such file")
+    if out is not None:
+        _check_out(out)
     wav = read_wav(question.read_bytes(), str(question))
     pcm = Resampler(wav.rate, RATE)(wav.pcm, last=True)
     return _report(*trio.run(_talk, agent, pcm, conversation, location), out)

@@ -5,13 +5,15 @@ on with a stored conversation (``--conversation NAME``, default ``default``: the
 running instance uses, in ``--state-dir`` or ``--store``). Ctrl-D leaves; Ctrl-C stops the
 answer in flight (at the prompt, a second Ctrl-C leaves). ``--once TEXT`` answers one message
 and exits (scripts, CI). With stdin not a terminal, every line read is a message and only the
-answers are printed.
+answers are printed. The exit code is 1 when any message went unanswered (the brain failed, or
+the text was not UTF-8), so scripts can tell.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import io
 import logging
 import re
 import signal
@@ -25,6 +27,7 @@ import httpx
 import trio
 
 from .brain import Answer, Message, N8nClient, Ready, Think, Turn, think
+from .brain.text import invalid_unicode
 from .config.load import agent_files, load_agent_file
 from .config.model import Agent
 from .errors import BrainError, UsageError
@@ -114,7 +117,15 @@ class _Terminal:
         self.out.flush()
 
     async def answer(self, text: str) -> bool:
-        """Stream the answer to ``text``; False if the brain failed."""
+        """Stream the answer to ``text``; False if the brain failed or ``text`` is not text."""
+        problem = invalid_unicode(text)
+        if problem is not None:
+            print(
+                f"❌ not sent: {problem} (is the terminal's or the file's encoding UTF-8?)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
         user = getpass.getuser()
         person = f"terminal:{user}"
         exchange = self.conversation.ask(text, person=person, name=user)
@@ -219,7 +230,7 @@ async def _main(agent: Agent, once: str | None, name: str, location: Location | 
             with trio.move_on_after(SETTLE):
                 await memory.settle()
             nursery.cancel_scope.cancel()
-    return 0 if ok or once is None else 1
+    return 0 if ok else 1
 
 
 def run_chat(
@@ -231,7 +242,8 @@ def run_chat(
     conversation: str = "default",
     location: Location | None = None,
 ) -> int:
-    """Load the agent, then chat until stdin ends; returns the exit code (1: ``--once`` failed).
+    """Load the agent, then chat until stdin ends; returns the exit code (1: a message went
+    unanswered).
 
     Raises:
         UsageError, ConfigError: the agent cannot be found or loaded, or ``conversation`` is
@@ -247,4 +259,9 @@ def run_chat(
             f"agent '{agent.id}' has no brain to chat with: give {agent.file} an llm section "
             "or an enabled n8n plugin"
         )
+    # Bytes that are not UTF-8 must reach answer()'s check, not kill the reading thread;
+    # an answer must not die on a terminal that cannot show a character either.
+    for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "replace")):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
     return trio.run(_main, agent, once, conversation, location)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import httpx
@@ -23,6 +23,7 @@ from .llm import Emit, LLMClient
 from .messages import Message, Turn
 from .n8n import N8nClient
 from .notes import notes
+from .text import scrub
 
 __all__ = ["Answer", "Ready", "Think", "think"]
 
@@ -128,6 +129,10 @@ async def think(
     send, receive = trio.open_memory_channel[str | BrainError](_BUFFER)
     answer = Answer(receive, before_first)
     failure: BaseException | None = None
+    # Text that UTF-8 cannot carry would fail inside httpx's JSON encoding: repaired here,
+    # whatever channel it came from (the chat and the terminal refuse it before, with words).
+    message = replace(message, text=scrub(message.text))
+    history = [replace(t, content=scrub(t.content)) for t in history]
     asked = _Asked(agent, message, history, http, n8n, logger, tuple(facts))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_produce, send, asked)
@@ -198,7 +203,7 @@ async def _route(emit: Emit, asked: _Asked) -> str | None:
             asked.system_prompt(),
             history,
             counted,
-            where=f"llm.base_url in {agent.where('llm')}",
+            where=f"llm.base_url in {agent.where('llm.base_url')}",
         )
         if whole is not None and whole.strip():
             return whole

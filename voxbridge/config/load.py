@@ -40,6 +40,7 @@ __all__ = [
     "agent_files",
     "decode_agent_text",
     "is_agent_file",
+    "is_agent_id",
     "load_agent_file",
     "load_directory",
     "parse_agent",
@@ -59,6 +60,11 @@ _TYPE_NAMES = {
     "array": "a list",
     "null": "nothing",
 }
+
+
+def is_agent_id(text: str) -> bool:
+    """Whether ``text`` can be an agent's id (a file name without .yaml): SPEC §3's rule."""
+    return _ID.fullmatch(text) is not None
 
 
 def is_agent_file(name: str) -> bool:
@@ -344,7 +350,7 @@ def parse_agent(
     plugins = installed_plugins() if plugins is None else plugins
     root = compose(text, file)
     problems: list[Problem] = []
-    if not _ID.match(agent_id):
+    if not is_agent_id(agent_id):
         problems.append(
             Problem(
                 file,
@@ -377,10 +383,13 @@ def parse_agent(
 
 
 def _locations(root: Node) -> dict[str, tuple[int, int]]:
-    where = {k.value: (k.line, k.column) for k, _ in root.items}
-    plugins = root.get("plugins")
-    if plugins is not None:
-        where.update({f"plugins.{k.value}": (k.line, k.column) for k, _ in plugins.items})
+    """Where each top-level key is, and each key one level into a top-level mapping
+    (``llm.base_url``, ``plugins.discord``): what runtime messages point at."""
+    where = {}
+    for key, value in root.items:
+        where[key.value] = (key.line, key.column)
+        if value.kind == "map":
+            where.update({f"{key.value}.{k.value}": (k.line, k.column) for k, _ in value.items})
     return where
 
 

@@ -241,9 +241,14 @@ class Agent:
     )
 
     def where(self, key: str) -> str:
-        """``file:line:col`` of a top-level key or ``plugins.<type>`` (the file if absent)."""
-        loc = self.locations.get(key)
-        return f"{self.file}:{loc[0]}:{loc[1]}" if loc else str(self.file)
+        """``file:line:col`` of a top-level key or one a level below (``llm.base_url``,
+        ``plugins.<type>``); of the nearest one above it if absent; else the file."""
+        while key:
+            loc = self.locations.get(key)
+            if loc:
+                return f"{self.file}:{loc[0]}:{loc[1]}"
+            key = key.rpartition(".")[0]
+        return str(self.file)
 
     @property
     def enabled_plugins(self) -> tuple[str, ...]:

@@ -282,25 +282,29 @@ class Runtime:
         with trio.move_on_after(self.options.grace):
             await self.memory.settle()
 
-    async def summarize_start(self, keys: list[ActorKey]) -> None:
-        """Log the seed's start-up summary once every actor is ready or has failed once."""
+    async def summarize_start(self, began: float) -> None:
+        """Log the seed's start-up summary once start-up has really ended: every actor, those
+        a file change started meanwhile too, is ready or has failed once (or the summary
+        timeout passed). ``began`` is when start-up began, on Trio's clock."""
         with trio.move_on_after(self.options.summary_timeout):
-            await self.supervisor.wait_first_attempts(keys)
-        states = [self.table.get(k) for k in keys]
-        running = [s for s in states if s is not None and s.state == ActorState.RUNNING]
-        failed = [
-            s
-            for s in states
-            if s is not None and s.state in (ActorState.BACKOFF, ActorState.FAILED)
-        ]
-        waiting = len(keys) - len(running) - len(failed)
-        agents = len({s.agent for s in running})
-        log.info("✅ Initialized %d plugins across %d agents", len(running), agents)
+            await self.supervisor.wait_first_attempts()
+        took = trio.current_time() - began
+        keys = self.supervisor.keys()
+        pending = set(self.supervisor.first_attempts_pending())
+        running = [k for k in keys if (s := self.table.get(k)) and s.state == ActorState.RUNNING]
+        failed = len(keys) - len(running) - len(pending)
+        agents = len({agent for agent, _ in running})
+        log.info(
+            "✅ Initialized %s across %s in %.1fs",
+            _counted(len(running), "plugin"),
+            _counted(agents, "agent"),
+            took,
+        )
         if failed:
-            log.warning(
-                "⚠️ %d plugin%s failed to initialize", len(failed), "" if len(failed) == 1 else "s"
-            )
-        if waiting:
-            log.warning(
-                "⚠️ %d plugin(s) still starting after %.0fs", waiting, self.options.summary_timeout
-            )
+            log.warning("⚠️ %s failed to initialize", _counted(failed, "plugin"))
+        if pending:
+            log.warning("⚠️ %s still starting after %.0fs", _counted(len(pending), "plugin"), took)
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

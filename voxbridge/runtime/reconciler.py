@@ -201,8 +201,8 @@ class Reconciler:
         if old == agent and known is not None and not known.problems:
             self._index.add(agent)  # same configuration (a comment or layout changed)
             self._files[path] = _File(read.digest, agent.id)
-            self._live(agent.id, path, read.blob)
             await self._retry_parked(agent, read.blob)
+            self._live(agent.id, path, read.blob)  # after: it sees the swaps this started
             return "unchanged"
         await self._switch(old, agent, read.blob)
         self._files[path] = _File(read.digest, agent.id)
@@ -217,14 +217,26 @@ class Reconciler:
         return "updated" if old is not None else "loaded"
 
     def _live(self, agent_id: str, path: Path, blob: str | None) -> None:
-        """Record that the file's content ``blob`` is what runs now (and ask for its commit)."""
+        """Record that the file's content ``blob`` is what runs now (and ask for its commit);
+        while an actor swaps to it make-before-break, the version still serving is kept
+        beside it (the state table goes back to it if the swap fails for good)."""
         if blob is None:
             return
         live = self._table.version(agent_id)
         if live is not None and live.blob == blob and live.rejected is None:
             return
-        self._table.set_version(agent_id, FileVersion(str(path), blob, self._table.clock()))
+        previous = None
+        if live is not None and self._swapping_to(agent_id, blob):
+            previous = replace(live.previous or live, rejected=None, previous=None)
+        version = FileVersion(str(path), blob, self._table.clock(), previous=previous)
+        self._table.set_version(agent_id, version)
         self._on_version(agent_id, path, blob)
+
+    def _swapping_to(self, agent_id: str, blob: str) -> bool:
+        return any(
+            a == agent_id and s.swap is not None and s.swap.version == blob
+            for (a, _), s in self._table.actors().items()
+        )
 
     def _reject(
         self, path: Path, read: _Read, problems: tuple[Problem, ...], *, conflict: bool = False

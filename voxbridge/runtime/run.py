@@ -53,6 +53,7 @@ async def serve(
         StateDirBusy: another voxbridge runs on the same state directory.
         StoreError: ``--store`` names no store voxbridge knows.
     """
+    began = trio.current_time()
     plugins = installed_plugins() if plugins is None else plugins
     if not options.agents_dir.is_dir():
         raise ConfigError(
@@ -76,13 +77,14 @@ async def serve(
             trio.open_nursery() as nursery,
         ):
             runtime = Runtime(options, nursery, plugins, http=http)
-            await _start(runtime, nursery, options, task_status)
+            await _start(runtime, nursery, options, began, task_status)
 
 
 async def _start(
     runtime: Runtime,
     nursery: trio.Nursery,
     options: RunOptions,
+    began: float,
     task_status: trio.TaskStatus[Runtime],
 ) -> None:
     if runtime.memory.store is not None:
@@ -97,11 +99,10 @@ async def _start(
     )
     log.info("🔌 Loading agents and starting their plugins...")
     await runtime.reconciler.rescan()
-    keys = runtime.supervisor.keys()
     runtime.ready = True
     runtime.notifier.ready(runtime.summary())
     nursery.start_soon(runtime.notifier.watchdog)
-    nursery.start_soon(runtime.summarize_start, keys)
+    nursery.start_soon(runtime.summarize_start, began)
     task_status.started(runtime)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from ..errors import Problem
-from .version import FileVersion
+from .version import FileVersion, Rejected
 
 __all__ = [
     "ActorKey",
@@ -182,6 +182,8 @@ class StateTable:
             )
         self._actors[key] = new
         self.publish("actor", new.as_dict())
+        if old is not None and old.swap is not None and new.swap is None:
+            self._settle_version(key[0])
         return new
 
     def note(self, key: ActorKey, detail: str | None) -> None:
@@ -197,6 +199,7 @@ class StateTable:
         if old is not None and old.swap != swap:
             self._actors[key] = replace(old, swap=swap)
             self.publish("actor", self._actors[key].as_dict())
+            self._settle_version(key[0])
 
     def forget(self, key: ActorKey) -> None:
         """Drop a stopped actor that no longer exists in any file."""
@@ -237,6 +240,33 @@ class StateTable:
             self._versions.pop(agent_id, None)
         else:
             self._versions[agent_id] = version
+
+    def _settle_version(self, agent_id: str) -> None:
+        """Once the swaps to the live version are over: taken over (it is live for good), or
+        failed for good (the previous version is what runs: it is live again, the new one
+        beside it as rejected, with the error)."""
+        live = self._versions.get(agent_id)
+        if live is None or live.previous is None:
+            return
+        swaps = {
+            plugin: s.swap
+            for (agent, plugin), s in self._actors.items()
+            if agent == agent_id and s.swap is not None and s.swap.version == live.blob
+        }
+        failed = [
+            f"plugins.{plugin}: {swap.error}"
+            for plugin, swap in swaps.items()
+            if swap.state == ActorState.FAILED
+        ]
+        if failed:
+            rejected = Rejected(live.blob, tuple(failed), self.clock())
+            self._versions[agent_id] = replace(live.previous, rejected=rejected)
+            self.publish(
+                "agent.error",
+                {"agent": agent_id, "file": live.file, "blob": live.blob, "problems": failed},
+            )
+        elif not swaps:
+            self._versions[agent_id] = replace(live, previous=None)
 
     def version(self, agent_id: str) -> FileVersion | None:
         return self._versions.get(agent_id)

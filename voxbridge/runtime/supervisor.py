@@ -212,12 +212,15 @@ class Supervisor:
         self._nursery.start_soon(self._supervise, candidate, name=f"actor {key} (new version)")
         return True
 
-    async def wait_first_attempts(self, keys: Iterable[ActorKey] | None = None) -> None:
-        """Wait until each actor is ready or has failed once."""
-        for key in list(self._handles) if keys is None else keys:
-            handle = self._handles.get(key)
-            if handle is not None:
-                await handle.first_attempt.wait()
+    async def wait_first_attempts(self) -> None:
+        """Wait until every actor is ready or has failed once — those started meanwhile too
+        (a file changed while the first ones were starting)."""
+        while pending := self.first_attempts_pending():
+            await self._handles[pending[0]].first_attempt.wait()
+
+    def first_attempts_pending(self) -> list[ActorKey]:
+        """The actors that have not yet become ready nor failed once."""
+        return [k for k, h in self._handles.items() if not h.first_attempt.is_set()]
 
     async def stop(self, key: ActorKey) -> None:
         """Cancel an actor (and a newer version starting beside it), give it the grace period

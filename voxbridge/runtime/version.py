@@ -51,13 +51,19 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class FileVersion:
-    """The live version of one agent's file. Times are wall-clock seconds since the epoch."""
+    """The live version of one agent's file. Times are wall-clock seconds since the epoch.
+
+    ``previous`` is the version still serving while an actor swaps to this one
+    make-before-break: if the swap fails for good, the agent goes back to it (with this one
+    as ``rejected``), because that is what runs.
+    """
 
     file: str
     blob: str
     applied_at: float
     commit: str | None = None  # set once git has answered, for a clean file in a work tree
     rejected: Rejected | None = None
+    previous: FileVersion | None = None
 
     def as_dict(self) -> dict[str, Any]:
         rejected = self.rejected

@@ -11,6 +11,7 @@ import html
 import json
 import logging
 import time
+from errno import EACCES, EADDRINUSE, EADDRNOTAVAIL
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,12 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..config.load import is_agent_id
+from ..errors import ListenError
 from .access import Access, Guard
 from .metrics import render_metrics
 from .views import actor_view, agent_view, agents_view, version_report, web_endpoints
@@ -143,6 +146,8 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def chat_page(request: Request) -> Response:
         agent_id = request.path_params["agent_id"]
+        if not is_agent_id(agent_id):  # a NUL byte, markup...: never written into a page
+            return PlainTextResponse("Not Found", status_code=404)
         for endpoints in web_endpoints(runtime, agent_id):
             page = endpoints.page("chat")
             if page is not None:
@@ -213,12 +218,36 @@ async def serve_status(
     config.graceful_timeout = 1.0
 
     class Started:  # hypercorn reports every bind; one is what we asked for
+        url: str | None = None
+
         def started(self, binds: list[str]) -> None:
-            url = binds[0]
-            log.info("📊 Status server on %s (dashboard at /, metrics at /metrics)", url)
-            task_status.started(url)
+            self.url = binds[0]
+            log.info("📊 Status server on %s (dashboard at /, metrics at /metrics)", self.url)
+            task_status.started(self.url)
 
     options = runtime.options
     access = Access.of(listen, options.api_token, options.allow_hosts, options.allow_origins)
     app: Any = Guard(create_app(runtime), access)
-    await serve(app, config, task_status=Started(), mode="asgi")  # type: ignore[arg-type]
+    started = Started()
+    try:
+        await serve(app, config, task_status=started, mode="asgi")  # type: ignore[arg-type]
+    except* OSError as group:
+        if started.url is not None:
+            raise
+        raise ListenError(_cannot_listen(listen, group.exceptions[0])) from None
+
+
+def _cannot_listen(listen: str, exc: BaseException) -> str:
+    """Why the status server cannot bind ``listen``, and what to do (one line)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    errno = exc.errno if isinstance(exc, OSError) else None
+    why = {
+        EADDRINUSE: "the address is in use (another `voxbridge run`?): stop that, or pass "
+        "--listen HOST:PORT with a free port",
+        EADDRNOTAVAIL: "it is not an address of this host: pass --listen with one of its "
+        "addresses (127.0.0.1:4900)",
+        EACCES: "not permitted (ports below 1024 need privileges): pass --listen with a port "
+        "from 1024 up",
+    }.get(errno or 0, f"{exc}: pass --listen HOST:PORT with another address")
+    return f"cannot listen on {listen}: {why}, or --listen none to run without the status server"

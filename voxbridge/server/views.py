@@ -128,10 +128,10 @@ async def version_report(runtime: Runtime, wanted: str) -> dict[str, Any]:
         if commit is not None and agent_id not in expected:
             continue  # its file is not in that commit
         if matches(agent_id, live.blob):
-            pending = [
+            pending = [  # swaps to this version (one that failed for good is live.rejected)
                 (plugin, s.swap)
                 for (a, plugin), s in runtime.table.actors().items()
-                if a == agent_id and s.swap is not None
+                if a == agent_id and s.swap is not None and s.swap.version == live.blob
             ]
             for plugin, swap in pending:
                 if swap.state == ActorState.FAILED:

@@ -21,6 +21,8 @@ __all__ = [
     "FRAME_BYTES",
     "FRAME_SAMPLES",
     "FRAME_SECONDS",
+    "MAX_RATE",
+    "MIN_RATE",
     "RATE",
     "AudioError",
     "Resampler",
@@ -36,6 +38,7 @@ RATE = 16_000
 FRAME_SECONDS = 0.02
 FRAME_SAMPLES = int(RATE * FRAME_SECONDS)  # 320
 FRAME_BYTES = FRAME_SAMPLES * 2  # 640
+MIN_RATE, MAX_RATE = 8_000, 48_000  # what audio coming in may be sampled at (Hz)
 
 Samples = npt.NDArray[np.int16]
 
@@ -88,10 +91,10 @@ class Wav:
 
 
 def read_wav(data: bytes, name: str = "the file") -> Wav:
-    """The audio of a WAV file (16-bit PCM; stereo is mixed down).
+    """The audio of a WAV file (16-bit PCM, 8 to 48 kHz; stereo is mixed down).
 
     Raises:
-        AudioError: not a WAV, or not 16-bit PCM.
+        AudioError: not a WAV, not 16-bit PCM, or a sample rate out of range.
     """
     try:
         with wave.open(io.BytesIO(data)) as w:
@@ -103,6 +106,11 @@ def read_wav(data: bytes, name: str = "the file") -> Wav:
         raise AudioError(
             f"{name} holds {8 * width}-bit samples: give 16-bit PCM "
             "(e.g. `sox in.wav -b 16 out.wav`)"
+        )
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(
+            f"{name} is sampled at {rate:,} Hz: give {MIN_RATE:,} to {MAX_RATE:,} Hz "
+            f"(16,000 is best; e.g. `sox in.wav -r 16000 out.wav`)"
         )
     pcm = samples(frames)
     if channels > 1:

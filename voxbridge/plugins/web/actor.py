@@ -30,6 +30,7 @@ class WebService:
         self.ctx = ctx
         self.stopped = False
         self._answers: set[trio.CancelScope] = set()
+        self._voice_sessions = 0
 
     def page(self, name: str) -> str | None:
         if name != "chat":
@@ -58,10 +59,28 @@ class WebService:
         finally:
             self._answers.discard(scope)
 
+    @contextlib.contextmanager
+    def voice_session(self) -> Iterator[trio.CancelScope]:
+        """A voice session: counted in ``voice_sessions`` while it is open, and ended (its
+        scope cancelled) when this service stops."""
+        self._voice_sessions += 1
+        self.ctx.count("voice_sessions", 1)
+        try:
+            with self.answering() as scope:
+                yield scope
+        finally:
+            if not self.stopped:  # else stop() has taken it off the count already
+                self._voice_sessions -= 1
+                self.ctx.count("voice_sessions", -1)
+
     def stop(self) -> None:
         self.stopped = True
         for scope in self._answers:
             scope.cancel()
+        # Off the count now, inside the actor's own task: a session's own clean-up may run
+        # after the actor is gone (its counters forgotten) or started again.
+        self.ctx.count("voice_sessions", -self._voice_sessions)
+        self._voice_sessions = 0
 
 
 async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...brain import Message
+from ...brain.text import invalid_unicode
 from ...errors import BrainError
 from ...memory import Conversation
 
@@ -114,6 +115,10 @@ class _Session:
         if not isinstance(question, str) or not question.strip():
             await self.error('"text" must be a non-empty string')
             return
+        problem = invalid_unicode(question)
+        if problem is not None:
+            await self.error(f'"text" is not valid Unicode ({problem}): send UTF-8 text')
+            return
         if len(question) > MAX_TEXT:
             await self.error(
                 f"message too long ({len(question):,} characters; at most {MAX_TEXT:,})"
@@ -199,7 +204,8 @@ class _Session:
             await self.error(failure)
         elif service.stopped:
             await self.error(
-                f"agent '{self.agent_id}' stopped mid-answer: its file was removed or changed"
+                f"agent '{self.agent_id}' stopped mid-answer (a restart, or its file changed or "
+                "was removed)"
             )
         elif scope.cancelled_caught:
             await self.outbox.send({"type": "done", "cut": True})

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...voice.audio import RATE, Resampler
+from ...voice.audio import MAX_RATE, MIN_RATE, RATE, Resampler
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
 from ...voice.session import Speaker, VoiceSession
@@ -104,8 +104,8 @@ def _hello(event: Any) -> tuple[int, str] | str:
         return f"format {fmt!r} is not supported: send s16le (16-bit little-endian PCM)"
     if channels != 1:
         return f"{channels} channels are not supported: send mono (channels: 1)"
-    if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
-        return f"sample_rate {rate!r} is not supported: send 8000 to 48000 (Hz)"
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+        return f"sample_rate {rate!r} is not supported: send {MIN_RATE} to {MAX_RATE} (Hz)"
     conversation = event.get("conversation")
     if conversation is None:
         return rate, new_conversation_id()
@@ -175,44 +175,63 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
         )
         frames_send, frames = trio.open_memory_channel[bytes](_INBOX)
         resample = Resampler(rate, RATE)
-        ctx.count("voice_sessions", 1)
-        try:
-            with service.answering():  # the agent's removal ends the session
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(output.write)
-                    nursery.start_soon(session.run, frames)
-                    while True:
-                        message = await websocket.receive()
-                        if message["type"] == "websocket.disconnect":
-                            break
-                        data = message.get("bytes")
-                        if data is None:
-                            continue  # JSON from the client after hello: nothing is asked of it
-                        if len(data) > MAX_FRAME:
-                            await output.event(
-                                {
-                                    "type": "error",
-                                    "message": f"audio message too large ({len(data):,} bytes; "
-                                    f"at most {MAX_FRAME:,}): send 20-100 ms per message",
-                                }
-                            )
-                            ctx.count("voice_frames_dropped", 1)
-                            continue
-                        if len(data) % 2:
-                            # Half a sample: each message must hold whole ones. Drop the stray
-                            # byte rather than shift every sample after it.
-                            data = data[:-1]
-                            ctx.count("voice_bytes_dropped", 1)
-                        try:
-                            frames_send.send_nowait(resample(data))
-                        except trio.WouldBlock:
-                            ctx.count("voice_frames_dropped", 1)
-                    nursery.cancel_scope.cancel()
-        finally:
-            ctx.count("voice_sessions", -1)
+        with service.voice_session():  # the actor stopping ends the session
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(output.write)
+                nursery.start_soon(session.run, frames)
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    data = message.get("bytes")
+                    if data is None:
+                        await output.event(_after_hello(message.get("text"), rate))
+                        continue
+                    if len(data) > MAX_FRAME:
+                        await output.event(
+                            {
+                                "type": "error",
+                                "message": f"audio message too large ({len(data):,} bytes; "
+                                f"at most {MAX_FRAME:,}): send 20-100 ms per message",
+                            }
+                        )
+                        ctx.count("voice_frames_dropped", 1)
+                        continue
+                    if len(data) % 2:
+                        # Half a sample: each message must hold whole ones. Drop the stray
+                        # byte rather than shift every sample after it.
+                        data = data[:-1]
+                        ctx.count("voice_bytes_dropped", 1)
+                    try:
+                        frames_send.send_nowait(resample(data))
+                    except trio.WouldBlock:
+                        ctx.count("voice_frames_dropped", 1)
+                nursery.cancel_scope.cancel()
     except WebSocketDisconnect:
         return
     if service.stopped:
+        # Whether it comes back (a restart, an edit) or not (removed, web turned off) is not
+        # known yet here: 1012 (service restart) tells the client to try again and see.
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True
-            await error(f"agent '{ctx.agent_id}' stopped: its file was removed or changed")
+            await error(
+                f"agent '{ctx.agent_id}' stopped its voice (a restart, or its file changed or "
+                "was removed): reconnect to talk again"
+            )
+            await websocket.close(code=1012)
+
+
+def _after_hello(text: str | None, rate: int) -> dict[str, Any]:
+    """The error event for a JSON message after the hello: audio is all the client sends."""
+    try:
+        event = json.loads(text or "")
+    except ValueError:
+        event = None
+    kind = event.get("type") if isinstance(event, dict) else None
+    if kind == "hello":
+        why = f"hello was said already (sample_rate {rate}): reconnect to change it"
+    elif kind is not None:
+        why = f"unknown type {kind!r}"
+    else:
+        why = "not a JSON event with a type"
+    return {"type": "error", "message": f"{why}; after the hello, send audio as binary messages"}
