@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.resources import files
@@ -200,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
     c.add_argument("--in", dest="question", type=Path, required=True, metavar="WAV")
     c.add_argument("--out", type=Path, metavar="WAV", help="where to write the spoken answer")
+    c.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".voxbridge"),
+        metavar="DIR",
+        help="where downloaded voice models are kept, as for run (default: .voxbridge)",
+    )
     _dirs(c)
 
     c = sub.add_parser("guard", help="fail on private keys or plaintext secrets (pre-commit)")
@@ -455,7 +463,10 @@ def cmd_talk(args: argparse.Namespace) -> int:
     from .talk import run_talk  # the audio stack: only for this command
 
     setup_logging("text", "critical", stream=sys.stderr)  # it prints every error itself
-    return run_talk(args.agents_dir, args.keys_dir, args.agent, args.question, args.out)
+    logging.getLogger("voxbridge.voice.models").setLevel("INFO")  # a download's progress
+    return run_talk(
+        args.agents_dir, args.keys_dir, args.agent, args.question, args.out, args.state_dir
+    )
 
 
 def cmd_guard(args: argparse.Namespace) -> int:

@@ -65,12 +65,14 @@ class _FileOutput:
         await trio.lowlevel.checkpoint()
 
 
-async def _talk(agent: Agent, question: bytes) -> tuple[_FileOutput, dict[str, list[float]]]:
+async def _talk(
+    agent: Agent, question: bytes, models: Path
+) -> tuple[_FileOutput, dict[str, list[float]]]:
     voice = agent.voice
     assert voice is not None
     seen: dict[str, list[float]] = {}
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
-        providers = await open_providers(voice, http)
+        providers = await open_providers(voice, http, models)
         output = _FileOutput(providers.tts.rate)
         session = VoiceSession(
             config=voice,
@@ -83,6 +85,7 @@ async def _talk(agent: Agent, question: bytes) -> tuple[_FileOutput, dict[str, l
             session_id="talk",
             speaker=Speaker("talk", "talk"),
             observe=lambda name, s: seen.setdefault(name, []).append(s),
+            smart_turn=providers.smart_turn,
         )
         send, frames = trio.open_memory_channel[bytes](0)
         async with trio.open_nursery() as nursery:
@@ -116,7 +119,12 @@ def _report(output: _FileOutput, seen: dict[str, list[float]], out: Path | None)
 
 
 def run_talk(
-    agents_dir: Path, keys_dir: Path, wanted: str, question: Path, out: Path | None
+    agents_dir: Path,
+    keys_dir: Path,
+    wanted: str,
+    question: Path,
+    out: Path | None,
+    state_dir: Path = Path(".voxbridge"),
 ) -> int:
     """Speak ``question`` to the agent; returns the exit code (1: a stage failed).
 
@@ -124,6 +132,7 @@ def run_talk(
         UsageError: no such agent or file, or the agent has no voice section.
         AudioError: ``question`` is not a 16-bit PCM WAV.
         ConfigError: the agent's file does not load.
+        SpeechError: its Whisper model could not be found or downloaded.
     """
     agent = find_agent(agents_dir, keys_dir, wanted)
     if agent.voice is None:
@@ -135,4 +144,4 @@ def run_talk(
         raise UsageError(f"{question}: no such file")
     wav = read_wav(question.read_bytes(), str(question))
     pcm = Resampler(wav.rate, RATE)(wav.pcm, last=True)
-    return _report(*trio.run(_talk, agent, pcm), out)
+    return _report(*trio.run(_talk, agent, pcm, state_dir / "models"), out)

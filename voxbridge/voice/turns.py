@@ -6,6 +6,11 @@ act on it) and :class:`Utterance` (``end_of_turn`` of silence has followed it, o
 stream itself, not by any clock, so the same audio always gives the same turns; a little audio
 before the onset is kept so the first syllable is not clipped. Memory is bounded by
 ``max_utterance``.
+
+With Smart Turn (``smart_turn``), after ``pause`` of silence the model is asked whether the
+person finished: if so the utterance ends there; if not, it waits for more speech, at most
+``end_of_turn`` of silence. Frames wait while the model thinks, so the decision still falls at
+the same sample.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import numpy as np
 
 from ..config.model import VADConfig
 from .audio import RATE, samples, to_float
+from .smart_turn import SmartTurn
 from .vad import VAD
 
-__all__ = ["PREROLL", "SpeechStarted", "TurnDetector", "Utterance"]
+__all__ = ["COMPLETE", "PREROLL", "SpeechStarted", "TurnDetector", "Utterance"]
 
 PREROLL = 0.3  # seconds of audio kept from before the onset
+COMPLETE = 0.5  # Smart Turn's probability above which an utterance is finished (pipecat's)
 _HYSTERESIS = 0.15  # speech continues until the probability falls this far below the threshold
 
 
@@ -53,9 +60,11 @@ TurnEvent = SpeechStarted | Utterance
 class TurnDetector:
     """Finds utterances in one stream of 16 kHz ``s16le`` audio."""
 
-    def __init__(self, vad: VAD, config: VADConfig) -> None:
+    def __init__(self, vad: VAD, config: VADConfig, smart: SmartTurn | None = None) -> None:
         self._vad = vad
         self._config = config
+        self._smart = smart
+        self._asked = False  # Smart Turn was asked about this pause
         self._window = vad.window
         self._window_s = self._window / RATE
         self._pending = bytearray()
@@ -67,6 +76,8 @@ class TurnDetector:
         self._position = 0  # samples scored so far
         self.probability = 0.0
         """The last window's speech probability."""
+        self.complete: float | None = None
+        """Smart Turn's last answer about this stream (probability that it was finished)."""
 
     @property
     def speaking(self) -> bool:
@@ -86,7 +97,22 @@ class TurnDetector:
             # speech goes on (about 100 ms more before a turn ends, measured).
             p = await self._vad.probability(to_float(window)) if window.any() else 0.0
             events.extend(self._decide(p, window))
+            if self._pausing():
+                assert self._smart is not None
+                self._asked = True
+                self.complete = await self._smart.complete(b"".join(self._speech))
+                if self.complete > COMPLETE:
+                    events.append(self._finish(self._position / RATE, cut=False))
         return events
+
+    def _pausing(self) -> bool:
+        """Whether Smart Turn is to be asked now: ``pause`` into a silence, the first time."""
+        return (
+            self._smart is not None
+            and self._speaking
+            and not self._asked
+            and self._silence + 1e-9 >= self._config.pause
+        )
 
     def _decide(self, p: float, window: np.ndarray) -> list[TurnEvent]:
         self.probability = p
@@ -116,6 +142,7 @@ class TurnDetector:
             # that much of the silence is counted already, not from the next window on.
             voiced = np.flatnonzero(window)
             self._silence = (len(window) - 1 - int(voiced[-1])) / RATE if voiced.size else 0.0
+            self._asked = False  # a new pause will be a new question
         if self._silence + 1e-9 >= config.end_of_turn:
             return [self._finish(now, cut=False)]
         if len(self._speech) * self._window_s + 1e-9 >= config.max_utterance:
@@ -128,4 +155,5 @@ class TurnDetector:
     def _finish(self, now: float, *, cut: bool) -> Utterance:
         pcm = b"".join(self._speech)
         self._speech, self._voiced, self._silence, self._speaking = [], 0.0, 0.0, False
+        self._asked = False
         return Utterance(pcm, now, cut)

@@ -188,7 +188,7 @@ class Room:
             lambda: channel.connect(cls=make, timeout=CONNECT_TIMEOUT, reconnect=True)
         )
         try:
-            providers = await open_providers(voice, ctx.fleet.http())
+            providers = await open_providers(voice, ctx.fleet.http(), ctx.state_dir / "models")
             self._session = VoiceSession(
                 config=voice,
                 stt=providers.stt,
@@ -202,6 +202,7 @@ class Room:
                 observe=ctx.observe,
                 count=ctx.count,
                 logger=ctx.log,
+                smart_turn=providers.smart_turn,
             )
             ctx.log.info("🔊 joined voice channel %s", channel.name)
             ctx.count("voice_sessions", 1)

@@ -24,6 +24,7 @@ from ...voice.audio import RATE, Resampler
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
 from ...voice.session import Speaker, VoiceSession
+from ...voice.speech import SpeechError
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
@@ -141,7 +142,13 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
                 await error(found)
             else:
                 rate = found
-        providers = await open_providers(voice, ctx.fleet.http())
+        try:
+            providers = await open_providers(voice, ctx.fleet.http(), ctx.state_dir / "models")
+        except SpeechError as exc:
+            ctx.log.error("❌ %s", exc)
+            await error(str(exc))
+            await websocket.close(code=1011)
+            return
         output = _WebOutput(websocket, providers.tts.rate, ctx.count)
         await websocket.send_text(
             json.dumps(
@@ -162,6 +169,7 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
             observe=ctx.observe,
             count=ctx.count,
             logger=ctx.log,
+            smart_turn=providers.smart_turn,
         )
         frames_send, frames = trio.open_memory_channel[bytes](_INBOX)
         resample = Resampler(rate, RATE)
