@@ -7,8 +7,9 @@ last 8 s (zeros in front when shorter), normalized to zero mean and unit varianc
 80-band log-mel features over 8 s (800 frames) — computed by faster-whisper's feature extractor
 (it matches pipecat's own to 1e-5). Complete when the probability is above 0.5.
 
-The model is loaded once per process and runs in a worker thread, one at a time per core
-(~20 ms of features and 35-80 ms of model here), never on the event loop.
+The model is loaded once per process and runs in a worker thread, never on the event loop;
+questions from several streams take turns, each on two cores (~3 ms of features, 20-40 ms of
+model here).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from .audio import RATE, samples, to_float
 __all__ = ["SECONDS", "SmartTurn"]
 
 SECONDS = 8  # of audio the model hears
+_THREADS = min(2, os.cpu_count() or 1)  # 32 → 18-29 ms a question here
 _lock = threading.Lock()
 _sessions: dict[str, Any] = {}
-_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
+_limiter = trio.CapacityLimiter(max(1, (os.cpu_count() or 1) // _THREADS))
 
 
 def _load(path: Path) -> Any:
@@ -39,9 +41,12 @@ def _load(path: Path) -> Any:
 
             options = onnxruntime.SessionOptions()
             options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-            options.intra_op_num_threads = 1  # several streams ask at once: one core each
+            options.intra_op_num_threads = _THREADS  # questions take turns, cores shared
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            # Log-mel features of near-silence drive the model into denormal floats: flushed
+            # to zero, a question takes ~18 ms instead of ~90 ms, with the same answers.
+            options.add_session_config_entry("session.set_denormal_as_zero", "1")
             session = _sessions[str(path)] = onnxruntime.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )
