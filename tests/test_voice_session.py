@@ -289,13 +289,13 @@ async def test_a_backchannel_pauses_the_voice_and_it_resumes_where_it_stopped(
     assert resumed - paused == pytest.approx(0.15 + 0.6 + 0.2, abs=0.05)
     assert seen["voice_barge_in"][0] <= 0.001
     # Every frame was heard, in order: after the pause, the frames the listener had not heard
-    # yet (the channel's lead, 0.1 s) came again, then the rest.
+    # yet (the channel's lead, 0.1 s, and two more to be safe) came again, then the rest.
     heard = values(out)
     again = next(i for i in range(1, len(heard)) if heard[i] <= heard[i - 1])
     assert heard[:again] + [v for v in heard[again:] if v > heard[again - 1]] == list(
         range(1, tts.count + 1)
     )
-    assert 1 <= heard[again - 1] - heard[again] + 1 <= 6
+    assert 1 <= heard[again - 1] - heard[again] + 1 <= 8
     # The whole answer is in the history, and "mm-hmm" was no turn.
     assert s.conversation.turns[1] == Turn("assistant", "".join(answer).strip())
     assert len(s.conversation.turns) == 2

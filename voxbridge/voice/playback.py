@@ -7,6 +7,8 @@ where the listener stopped hearing it; if words follow, the turn is cancelled as
 
 Which frames were heard is reckoned as a channel plays them: one after another from the moment
 each is handed over, never before the previous one ends (the channel's lead is not heard yet).
+A channel's player runs on its own clock (Discord's in disnake's thread), so the reckoning
+takes back two frames more: 40 ms heard twice rather than a syllable lost.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import trio
 from .output import Output
 
 __all__ = ["Voice"]
+
+_MARGIN = 2  # frames taken back beyond the reckoning
 
 Played = Callable[[int], None]
 """Told ``1`` when the listener hears a frame, ``-1`` when a pause takes it back."""
@@ -80,8 +84,8 @@ class Voice:
         self._resumed = trio.Event()
         if self._scope is not None:
             self._scope.cancel()
-        now = trio.current_time()
-        unheard = [(frame, played) for starts, frame, played in self._sent if starts >= now]
+        since = trio.current_time() - _MARGIN * self._frame
+        unheard = [(frame, played) for starts, frame, played in self._sent if starts >= since]
         for _, played in unheard:
             played(-1)
         self._again.extendleft(reversed(unheard))
