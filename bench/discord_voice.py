@@ -7,17 +7,19 @@ speech server and LLM faked in this process at fixed latencies (STT, LLM first w
 audio: 50 ms each). A fake person speaks espeak-ng speech into the channel in real time,
 Opus-encoded and DAVE- and transport-encrypted as Discord's clients and SFU do.
 
-* rx CPU per speaker: the subprocess's CPU time (user + system, every thread) while one person
-  talks without pause, less the same time in the call with nobody talking, as % of one core.
-  The speech recognizer hears nothing ("") so no answer is made: what is left is receiving —
-  UDP, transport decryption, DAVE decryption, the jitter buffer, Opus decoding (to 16 kHz), VAD.
+* rx CPU per speaker: the subprocess's CPU time (user + system, every thread) while people
+  talk without pause, less the same time in the call with nobody talking, as % of one core,
+  divided by the number talking: four people at once (each starting a few ms after the other,
+  as independent clients do), and beside it one person alone. The speech recognizer hears
+  nothing ("") so no answer is made: what is left is receiving — UDP, transport decryption, DAVE
+  decryption, the jitter buffer, Opus decoding (to 16 kHz), VAD.
 * added latency: per turn, the last RTP packet of the question (Discord's five silence frames
   included) → the first RTP packet of the answer, as seen by the fake; less the fakes' 150 ms and
   less the silence the turn detector waits for by design (``end_of_turn`` minus the 80 ms the
   silence frames took to arrive, which count toward it). Beside it, the server's own measure of
   the part after the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
 
-    python bench/discord_voice.py [--turns 20] [--seconds 20]
+    python bench/discord_voice.py [--turns 20] [--seconds 20] [--speakers 4]
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ END_OF_TURN = 0.6
 SILENCE_FRAMES = 0.08
 GUILD, TEXT, VOICE = 900000000000000001, 900000000000000002, 900000000000000003
 BOT, PERSON = 901, 902
+SPEAKERS = 4  # talking at once, for the CPU per speaker
 QUESTION = "what is the weather like today"
 TALK = [
     "what is the weather like today",
@@ -101,7 +104,25 @@ async def _first_audio_sum(http: httpx.AsyncClient) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def measure(turns: int, seconds: float) -> dict[str, float]:
+async def _talking(discord: FakeDiscord, pid: int, people: list[int], seconds: float) -> float:
+    """CPU seconds of ``pid`` per second of speech while ``people`` talk at once, nonstop."""
+    talk = b"".join(say(line, pad=0.1) for line in TALK)
+    spoken = 0.0
+    before = _cpu_seconds(pid)
+    while spoken < seconds:
+        async with trio.open_nursery() as nursery:
+            for n, person in enumerate(people):
+                nursery.start_soon(_speak_after, discord, person, talk, 0.007 * n)
+        spoken += len(talk) / 2 / 16_000 + 0.1 + 0.007 * len(people)
+    return (_cpu_seconds(pid) - before) / spoken
+
+
+async def _speak_after(discord: FakeDiscord, person: int, pcm: bytes, delay: float) -> None:
+    await trio.sleep(delay)
+    await discord.voice.speak(person, pcm)
+
+
+async def measure(turns: int, seconds: float, speakers: int = SPEAKERS) -> dict[str, float]:
     discord = FakeDiscord()
     discord.add_guild(GUILD, "Guild", [TEXT], voice_channel_ids=[VOICE])
     discord.add_bot("bench-token", user_id=BOT, name="Talker")
@@ -111,7 +132,7 @@ async def measure(turns: int, seconds: float) -> dict[str, float]:
         tts=Plan([{"seconds": 0.3, "delay": FAKE, "chunk": 4800}]),
     )
     question = say(QUESTION, pad=0.0)  # a client sends only while its user speaks
-    talk = b"".join(say(line, pad=0.1) for line in TALK)
+    people = [PERSON + n for n in range(speakers)]
     latencies: list[float] = []
     server: list[float] = []  # end of turn (as the turn detector saw it) → first frame out
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +149,8 @@ async def measure(turns: int, seconds: float) -> dict[str, float]:
             async with voxbridge(root, *args) as proc, httpx.AsyncClient(base_url=url) as http:
                 await wait_ready(url)
                 await discord.wait_until(lambda: discord.connected("bench-token"), limit_s=60)
-                await discord.join_voice(PERSON, VOICE, name="Person")
+                for person in people:
+                    await discord.join_voice(person, VOICE, name=f"Person {person}")
                 await discord.voice.wait_for_dave(BOT, limit_s=60)
                 for n in range(turns + 1):  # the first warms up
                     before = await _first_audio_sum(http)
@@ -146,19 +168,16 @@ async def measure(turns: int, seconds: float) -> dict[str, float]:
                 await _quiet(discord)
                 idle_before = _cpu_seconds(proc.pid)
                 await trio.sleep(seconds)
-                idle = _cpu_seconds(proc.pid) - idle_before
-                talking_before = _cpu_seconds(proc.pid)
-                spoken = 0.0
-                while spoken < seconds:
-                    await discord.voice.speak(PERSON, talk)
-                    spoken += len(talk) / 2 / 16_000 + 0.1
-                talking = _cpu_seconds(proc.pid) - talking_before
+                idle = (_cpu_seconds(proc.pid) - idle_before) / seconds
+                alone = await _talking(discord, proc.pid, people[:1], seconds)
+                together = await _talking(discord, proc.pid, people, seconds)
             nursery.cancel_scope.cancel()
     by_design = END_OF_TURN - SILENCE_FRAMES + 3 * FAKE
     added = [x - by_design for x in latencies]
     return {
-        "discord_voice_rx_cpu_per_speaker_pct": 100 * (talking / spoken - idle / seconds),
-        "discord_voice_idle_cpu_pct": 100 * idle / seconds,
+        "discord_voice_rx_cpu_per_speaker_pct": 100 * (together - idle) / speakers,
+        "discord_voice_rx_cpu_one_speaker_pct": 100 * (alone - idle),
+        "discord_voice_idle_cpu_pct": 100 * idle,
         "discord_voice_added_latency_p50_ms": MS * statistics.median(added),
         "discord_voice_added_latency_p95_ms": MS * pct(added, 95),
         "discord_voice_after_turn_p50_ms": MS * (statistics.median(server) - 3 * FAKE),
@@ -169,8 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--speakers", type=int, default=SPEAKERS)
     args = parser.parse_args()
-    result = trio.run(measure, args.turns, args.seconds)
+    result = trio.run(measure, args.turns, args.seconds, args.speakers)
     for key, value in result.items():
         print(f"{key}: {value:.2f}")
     print(json.dumps(result))
