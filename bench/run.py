@@ -33,6 +33,7 @@ import message_path
 import runtime as runtime_bench
 import streaming
 import voice
+import voice_offline
 
 from voxbridge.logs import setup_logging
 from voxbridge.runtime.fleet import Runtime
@@ -110,6 +111,9 @@ def main() -> None:
     r.update(voice.vad_streams(2.0 if quick else 6.0))
     r.update(voice.engines())
     r.update(trio.run(discord_voice.measure, 5 if quick else 20, 8.0 if quick else 20.0))
+    r.update(voice_offline.whisper_rtf())
+    r.update(trio.run(voice_offline.turn_set))
+    r.update(trio.run(voice_offline.measure, 2 if quick else 10, 1 if quick else 5, not quick))
     r["bench_seconds"] = time.monotonic() - started
 
     print(
@@ -213,8 +217,9 @@ def main() -> None:
             "goal ≥ 100",
         ),
         (
-            "Discord voice: receiving one speaker (% of a core)",
+            "Discord voice: receiving, per speaker, four talking at once (% of a core)",
             f"{r['discord_voice_rx_cpu_per_speaker_pct']:.1f}",
+            f"one alone {r['discord_voice_rx_cpu_one_speaker_pct']:.1f}; "
             f"in the call, silent {r['discord_voice_idle_cpu_pct']:.1f}",
             "goal ≤ 3",
         ),
@@ -232,6 +237,7 @@ def main() -> None:
             "",
             "",
         ),
+        *voice_offline.rows(r),
     ]
     for row in rows:
         print("| " + " | ".join(row) + " |")

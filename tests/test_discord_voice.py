@@ -174,7 +174,7 @@ async def test_a_backchannel_over_the_answer_pauses_it_and_it_goes_on(tmp_path: 
     answer = [p.at for p in voice.received(BOT, since=mark)]
     # Silent while "yeah" was heard and judged, then the rest of the answer.
     gaps = [b - a for a, b in itertools.pairwise(answer) if a > over]
-    assert max(gaps) > 0.4
+    assert max(gaps) > 0.2  # at least the 200 ms pause after "yeah" before it was judged
     assert rig.asked() == ["Ann: tell me a long story"]  # no second turn, nothing cut
     counters = rt.table.counters(("a", "discord"))
     assert counters["voice_backchannels"] == 1 and "voice_barge_ins" not in counters

@@ -99,8 +99,9 @@ async def test_barge_in_stops_the_voice_and_the_brain(
     assert out.clears[0] == onset
     cut = out.first("interrupted")[0]
     if resume:
-        # The words came 1 s of speech, 0.6 s of silence and the recogniser's 0.2 s later.
-        assert cut - onset == pytest.approx(0.75 + 0.6 + 0.2, abs=0.05)
+        # Judged at the first pause: the rest of 1 s of speech, a 0.2 s pause, the recogniser's
+        # 0.2 s; what it heard is the next turn's transcript too.
+        assert cut - onset == pytest.approx(0.75 + 0.2 + 0.2, abs=0.05)
         assert "resumed" not in out.types()
         assert not [t for t, _ in out.frames if onset < t < cut]  # silent while judging
         assert len(stt.heard) == 2  # "stop" was transcribed once, to judge it and to answer
@@ -284,9 +285,9 @@ async def test_a_backchannel_pauses_the_voice_and_it_resumes_where_it_stopped(
     assert "interrupted" not in out.types() and brain.cancelled == 0
     paused, resumed = out.first("paused")[0], out.first("resumed")[0]
     # Silent from the pause (within a frame) until what was said had been judged: its end,
-    # 0.6 s of silence, the recogniser's 0.2 s.
+    # a 0.2 s pause (not the 0.6 s a turn waits for), the recogniser's 0.2 s.
     assert not [t for t, _ in out.frames if paused + 0.02 < t < resumed]
-    assert resumed - paused == pytest.approx(0.15 + 0.6 + 0.2, abs=0.05)
+    assert resumed - paused == pytest.approx(0.15 + 0.2 + 0.2, abs=0.05)
     assert seen["voice_barge_in"][0] <= 0.001
     # Every frame was heard, in order: after the pause, the frames the listener had not heard
     # yet (the channel's lead, 0.1 s, and two more to be safe) came again, then the rest.
@@ -299,6 +300,24 @@ async def test_a_backchannel_pauses_the_voice_and_it_resumes_where_it_stopped(
     # The whole answer is in the history, and "mm-hmm" was no turn.
     assert s.conversation.turns[1] == Turn("assistant", "".join(answer).strip())
     assert len(s.conversation.turns) == 2
+
+
+async def test_a_backchannel_then_more_words_is_an_interruption_after_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    stt = FakeSTT(["tell me everything", "Yeah.", "yeah, but what about Paris"])
+    s, out, _ = session(think=brain, stt=stt)
+    # "Yeah" (0.4 s); 0.55 s of silence (judged after 0.2: the agent resumes; shorter than a
+    # turn's 0.6) and then more words, the same utterance.
+    await run(
+        s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 1.5), tone(0.4), silence(0.55), tone(1.0)
+    )
+    assert out.types().count("paused") == 2 and out.types().count("resumed") == 1
+    assert out.types().count("interrupted") == 1 and brain.cancelled == 1
+    # The whole utterance (not the "yeah" alone) is the next turn.
+    assert s.conversation.turns[2] == Turn("user", "yeah, but what about Paris")
 
 
 async def test_speech_that_goes_on_past_the_timeout_barges_in(

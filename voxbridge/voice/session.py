@@ -45,7 +45,7 @@ from .playback import Voice
 from .sentences import SentenceSplitter, speakable
 from .smart_turn import SmartTurn
 from .speech import STT, TTS, SpeechError
-from .turns import SpeechStarted, TurnDetector, Utterance
+from .turns import SpeechPaused, SpeechResumed, SpeechStarted, TurnDetector, Utterance
 from .vad import VAD
 
 __all__ = ["CANT_ANSWER", "CANT_HEAR", "Speaker", "VoiceSession"]
@@ -84,12 +84,20 @@ class _Spoken:
 
 
 class _Judging:
-    """An interruption being judged: the agent is paused until what ``speaker`` said is
-    heard."""
+    """An interruption being judged: the agent is paused until what ``speaker`` said so far
+    (at their first pause, or their utterance's end) is heard. ``verdict``: ``None`` while
+    judging, then ``"backchannel"`` (resumed) or ``"words"`` (barged in)."""
 
     def __init__(self, speaker: Speaker) -> None:
         self.speaker = speaker
-        self.send, self.receive = trio.open_memory_channel[_Spoken](1)
+        self.send, self.receive = trio.open_memory_channel[_Spoken | bytes](1)
+        self.verdict: str | None = None
+        self.text: str | None = None  # what was heard
+        self.more = False  # they spoke on while it was being transcribed
+
+    def hear(self, said: _Spoken | bytes) -> None:
+        with contextlib.suppress(trio.WouldBlock):  # the first thing heard decides
+            self.send.send_nowait(said)
 
 
 @dataclass
@@ -189,24 +197,37 @@ class VoiceSession:
         order. For a channel that makes frames in a task of its own: no hop between tasks."""
         detector = TurnDetector(self._new_vad(), self.config.vad, self._smart_turn)
         over_the_agent = False  # this utterance began while the agent had the turn
+        judged: _Judging | None = None  # what the agent made of this utterance, so far
 
         async def hear(frame: bytes) -> None:
-            nonlocal over_the_agent
+            nonlocal over_the_agent, judged
             for event in await detector.push(frame):
+                judging = self._judging if self._judging is judged else None
                 if isinstance(event, SpeechStarted):
-                    over_the_agent = self._turn is not None
+                    over_the_agent, judged = self._turn is not None, None
                     if over_the_agent and self.config.barge_in:
-                        await self._interrupted(speaker)
-                    continue
-                if over_the_agent and not self.config.barge_in:
+                        judged = await self._interrupted(speaker)
+                elif isinstance(event, SpeechResumed):
+                    if judged is None:
+                        pass
+                    elif judged.verdict is None:
+                        judged.more = True
+                    elif judged.verdict == "backchannel" and self._turn is not None:
+                        judged = await self._interrupted(speaker)  # more than "mm-hmm"?
+                    else:
+                        judged = None  # words, and more of them: the utterance is the turn
+                elif isinstance(event, SpeechPaused):
+                    if judging is not None:
+                        judging.hear(event.pcm)  # what was said so far decides
+                elif over_the_agent and not self.config.barge_in:
                     self._count("voice_ignored", 1)  # spoken over the agent: not a turn
-                    continue
-                spoken = _Spoken(event, trio.current_time(), speaker)
-                judging = self._judging
-                if over_the_agent and judging is not None and judging.speaker == speaker:
-                    judging.send.send_nowait(spoken)  # its words decide
-                    continue
-                self._take(spoken)
+                elif judging is not None:
+                    judging.hear(_Spoken(event, trio.current_time(), speaker))
+                elif judged is not None and judged.verdict == "backchannel":
+                    pass  # "mm-hmm" said, the agent went on: no turn
+                else:
+                    text = judged.text if judged is not None else None  # heard it all already
+                    self._take(_Spoken(event, trio.current_time(), speaker, text))
 
         return hear
 
@@ -218,48 +239,59 @@ class VoiceSession:
         except trio.WouldBlock:
             self._count("voice_ignored", 1)
 
-    async def _interrupted(self, speaker: Speaker) -> None:
-        """Someone began to speak over the agent: pause it, and judge what they say; or, when
-        told not to wait for words, barge in at once."""
+    async def _interrupted(self, speaker: Speaker) -> _Judging | None:
+        """Someone began to speak over the agent: pause it, and judge what they say (returned);
+        or, when told not to wait for words, barge in at once."""
         assert self._voice is not None
         self._onset = trio.current_time()
         if not self.config.interruptions.resume or self._turn_tasks is None:
             await self._barge_in()
-            return
+            return None
         if self._judging is not None:
-            return  # paused already; the first speaker's words decide
+            return None  # paused already; the first speaker's words decide
         self._judging = judging = _Judging(speaker)
         self._count("voice_pauses", 1)
         await self._voice.pause()
         self._observe("voice_barge_in", trio.current_time() - self._onset)
         self._onset = None  # measured: the voice stopped
         self._turn_tasks.start_soon(self._judge, judging)
+        return judging
 
     async def _judge(self, judging: _Judging) -> None:
-        """Resume the paused voice if what interrupted has no words (a cough, "mm-hmm"),
-        within ``interruptions.timeout``; else barge in, and what was said is the next turn."""
+        """Resume the paused voice if what interrupted has no words (a cough, "mm-hmm") —
+        heard at the speaker's first pause, or when their utterance ended — within
+        ``interruptions.timeout``; else barge in (an utterance heard whole is the next turn)."""
         config = self.config.interruptions
-        spoken: _Spoken | None = None
+        said: _Spoken | bytes | None = None
         text: str | None = None
         with trio.move_on_after(config.timeout):
-            spoken = await judging.receive.receive()
-            try:
-                with trio.fail_after(self.config.stt.timeout):
-                    text = (await self._stt.transcribe(spoken.utterance.pcm)).strip()
-            except (SpeechError, trio.TooSlowError):
-                text = None  # the turn will try again, and say what failed
+            while True:
+                said = await judging.receive.receive()
+                judging.more = False
+                pcm = said.utterance.pcm if isinstance(said, _Spoken) else said
+                try:
+                    with trio.fail_after(self.config.stt.timeout):
+                        text = (await self._stt.transcribe(pcm)).strip()
+                except (SpeechError, trio.TooSlowError):
+                    text = None  # the turn will try again, and say what failed
+                if not (judging.more and text and not has_words(text, config.backchannels)):
+                    break
+                # "Yeah..." so far, and they spoke on: what follows decides.
         self._judging = None
-        if spoken is None:
+        judging.text = text
+        if said is None:
             with contextlib.suppress(trio.WouldBlock):
-                spoken = judging.receive.receive_nowait()  # it came as time ran out
-        if spoken is not None and text is not None and not has_words(text, config.backchannels):
+                said = judging.receive.receive_nowait()  # it came as time ran out
+        if said is not None and text is not None and not has_words(text, config.backchannels):
+            judging.verdict = "backchannel"
             self._count("voice_backchannels", 1)
             assert self._voice is not None
             await self._voice.resume()
             return
         # Words, or still speaking when time ran out: the person has the floor.
-        if spoken is not None:
-            self._take(dataclasses.replace(spoken, text=text))
+        judging.verdict = "words"
+        if isinstance(said, _Spoken):
+            self._take(dataclasses.replace(said, text=text))
         await self._barge_in()
 
     async def _barge_in(self) -> None:
