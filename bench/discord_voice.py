@@ -19,7 +19,9 @@ Opus-encoded and DAVE- and transport-encrypted as Discord's clients and SFU do.
   silence frames took to arrive, which count toward it). Beside it, the server's own measure of
   the part after the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
 
-    python bench/discord_voice.py [--turns 20] [--seconds 20] [--speakers 4]
+    python bench/discord_voice.py [--turns 20] [--seconds 20] [--speakers 4] [--before REV]
+
+``--before REV`` measures voxbridge at REV (a temporary work tree) the same way, in the same run.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import free_port, pct, voxbridge, wait_ready
+from harness import ROOT, free_port, pct, voxbridge, wait_ready
+from streaming import checkout
 from voice import write_agent
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
@@ -122,7 +125,9 @@ async def _speak_after(discord: FakeDiscord, person: int, pcm: bytes, delay: flo
     await discord.voice.speak(person, pcm)
 
 
-async def measure(turns: int, seconds: float, speakers: int = SPEAKERS) -> dict[str, float]:
+async def measure(
+    turns: int, seconds: float, speakers: int = SPEAKERS, source: Path = ROOT
+) -> dict[str, float]:
     discord = FakeDiscord()
     discord.add_guild(GUILD, "Guild", [TEXT], voice_channel_ids=[VOICE])
     discord.add_bot("bench-token", user_id=BOT, name="Talker")
@@ -146,7 +151,10 @@ async def measure(turns: int, seconds: float, speakers: int = SPEAKERS) -> dict[
             args = ["--discord-api-base", discord.base_url, "--listen", f"127.0.0.1:{port}"]
             args += ["--discord-ca-file", str(discord.voice.ca_file)]
             url = f"http://127.0.0.1:{port}"
-            async with voxbridge(root, *args) as proc, httpx.AsyncClient(base_url=url) as http:
+            async with (
+                voxbridge(root, *args, source=source) as proc,
+                httpx.AsyncClient(base_url=url) as http,
+            ):
                 await wait_ready(url)
                 await discord.wait_until(lambda: discord.connected("bench-token"), limit_s=60)
                 for person in people:
@@ -189,8 +197,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--speakers", type=int, default=SPEAKERS)
+    parser.add_argument("--before", metavar="REV", help="also measure voxbridge at REV")
     args = parser.parse_args()
     result = trio.run(measure, args.turns, args.seconds, args.speakers)
+    with checkout(args.before) as before:
+        if before is not None:
+            then = trio.run(measure, args.turns, args.seconds, args.speakers, before)
+            result.update({f"{key}_before": value for key, value in then.items()})
     for key, value in result.items():
         print(f"{key}: {value:.2f}")
     print(json.dumps(result))

@@ -5,15 +5,18 @@ model on the labelled set of espeak-ng sentences in tests/turn_set.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.test_turns import feed
 from tests.turn_set import evaluate, summary
 from tests.voice_fakes import LoudnessVAD, silence, tone
 from tests.voice_models import smart_turn
-from voxbridge.config.model import VADConfig
+from voxbridge.config.model import VADConfig, VoiceConfig
 from voxbridge.voice.audio import RATE
+from voxbridge.voice.providers import open_providers
 from voxbridge.voice.smart_turn import SmartTurn
 from voxbridge.voice.turns import SpeechStarted, TurnDetector, Utterance
 from voxbridge.voice.vad import SileroVAD
@@ -79,3 +82,14 @@ async def test_on_the_labelled_set_it_waits_out_thinking_pauses_and_ends_finishe
     assert found["finished_cut_rate"] <= 0.1  # a comma taken for the end, at most
     fast = [r for r in smart if r.finished and r.wait is not None and r.wait < 0.5]
     assert len(fast) >= 0.7 * len([r for r in smart if r.finished])
+
+
+async def test_a_missing_model_is_reported_and_turns_end_on_silence(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = VoiceConfig(vad=VADConfig(smart_turn=str(tmp_path / "nope.onnx")))
+    async with httpx.AsyncClient() as http:
+        providers = await open_providers(config, http, tmp_path)
+    assert providers.smart_turn is None
+    assert f"voice.vad.smart_turn: {tmp_path / 'nope.onnx'}: no such file" in caplog.text
+    assert "turns end after end_of_turn of silence meanwhile" in caplog.text
