@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import free_port, pct, voxbridge, wait_ready
+from voice import FRAME, _Client
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.speech_samples import say
@@ -56,7 +56,6 @@ from voxbridge.voice.vad import SileroVAD
 
 MS = 1000.0
 LLM_FIRST = 0.2  # the faked LLM's time to its first words
-FRAME = 640  # 20 ms at 16 kHz
 BACKCHANNELS = ["mm-hmm", "yeah", "okay", "uh-huh", "right"]
 INTERRUPTION = "stop, tell me about the trains instead"
 HELLO = {"type": "hello", "sample_rate": 16000, "format": "s16le", "channels": 1}
@@ -104,34 +103,21 @@ def _last_voiced(pcm: bytes) -> int:
     return int(np.flatnonzero(x > 0.02 * x.max())[-1]) + 1
 
 
-class _Caller:
-    """A microphone in real time (silence between utterances), and what comes back."""
+class _Caller(_Client):
+    """bench/voice.py's client whose microphone notes when each utterance's last voiced sample
+    went out, and whose waits may run out without failing."""
 
     def __init__(self, ws: Any, http: httpx.AsyncClient) -> None:
-        self.ws, self.http = ws, http
-        self.events: list[dict[str, Any]] = []
-        self.audio_at: list[float] = []
-        self._queue: list[bytes] = []
+        super().__init__(ws, http)
         self.ended: list[float] = []  # when each utterance's last voiced sample was sent
-        self.changed = trio.Event()
 
     def say(self, pcm: bytes) -> None:
-        self._queue.append(pcm)
-
-    async def read(self) -> None:
-        while True:
-            message = await self.ws.get_message()
-            if isinstance(message, bytes):
-                self.audio_at.append(time.perf_counter())
-            else:
-                self.events.append(json.loads(message))
-            self.changed.set()
-            self.changed = trio.Event()
+        self.speech.append(pcm)
 
     async def microphone(self) -> None:
         due = trio.current_time()
         while True:
-            pcm = self._queue.pop(0) if self._queue else bytes(FRAME)
+            pcm = self.speech.pop(0) if self.speech else bytes(FRAME)
             last = _last_voiced(pcm) if pcm.strip(b"\0") else -1
             for i in range(0, len(pcm), FRAME):
                 await trio.sleep_until(due)
@@ -140,20 +126,12 @@ class _Caller:
                     self.ended.append(time.perf_counter() + (2 * last - i) / 2 / 16000)
                 due += 0.02
 
-    def count(self, kind: str) -> int:
-        return sum(1 for e in self.events if e["type"] == kind)
-
-    async def until(self, condition: Any, limit_s: float = 30) -> bool:
+    async def until(self, condition: Any, limit_s: float = 30) -> bool:  # type: ignore[override]
         with trio.move_on_after(limit_s):
             while not condition():
                 await self.changed.wait()
             return True
         return False
-
-    async def metric(self, name: str) -> float:
-        text = (await self.http.get("/metrics")).text
-        found = re.search(rf"^voxbridge_{name}_seconds_sum (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
 
 
 async def _conversation(

@@ -5,8 +5,8 @@ with a fake microphone."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,35 @@ async def test_an_agent_without_voice_says_how_to_add_it(tmp_path: Path) -> None
         nursery.cancel_scope.cancel()
 
 
+@contextmanager
+def talking_page(url: str, mic: Path, script: str | None = None) -> Iterator[Any]:
+    """The chat page at ``url`` in Chromium, its microphone (playing ``mic``, looped) switched
+    on; ``script`` runs in the page before its own."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                *ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        page = browser.new_page()
+        if script:
+            page.add_init_script(script)
+        page.goto(url)
+        page.wait_for_selector("#mic:not([hidden])", timeout=10_000)
+        page.click("#mic")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 @needs_chromium
 async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
     # The fake microphone plays the question, then silence, and loops: the second time round the
@@ -279,23 +308,7 @@ async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
         url = f"{rt.status_url}/chat/helper"
 
         def browse() -> dict[str, Any]:
-            from playwright.sync_api import sync_playwright
-
-            with sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        *ARGS,
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-audio-capture={mic}",
-                        "--autoplay-policy=no-user-gesture-required",
-                    ],
-                )
-                page = browser.new_page()
-                page.goto(url)
-                page.wait_for_selector("#mic:not([hidden])", timeout=10_000)
-                page.click("#mic")
+            with talking_page(url, mic) as page:
                 page.wait_for_function(
                     "window.voxbridgeVoice.transcripts.length > 0", timeout=30_000
                 )
@@ -303,7 +316,6 @@ async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
                 page.wait_for_function("window.voxbridgeVoice.interrupted > 0", timeout=30_000)
                 stats: dict[str, Any] = page.evaluate("window.voxbridgeVoice")
                 stats["spoken"] = page.inner_text(".msg.user.spoken")
-                browser.close()
             return stats
 
         stats = await trio.to_thread.run_sync(browse)
@@ -349,30 +361,12 @@ async def test_a_backchannel_in_the_browser_pauses_the_answer_and_it_goes_on(
         url = f"{rt.status_url}/chat/helper"
 
         def browse() -> dict[str, Any]:
-            from playwright.sync_api import sync_playwright
-
-            with sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        *ARGS,
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-audio-capture={mic}",
-                        "--autoplay-policy=no-user-gesture-required",
-                    ],
-                )
-                page = browser.new_page()
-                page.add_init_script(RECORD_CONSTRAINTS)
-                page.goto(url)
-                page.wait_for_selector("#mic:not([hidden])", timeout=10_000)
-                page.click("#mic")
+            with talking_page(url, mic, RECORD_CONSTRAINTS) as page:
                 page.wait_for_function("window.voxbridgeVoice.resumed > 0", timeout=30_000)
                 played = page.evaluate("window.voxbridgeVoice.played")
                 page.wait_for_function(f"window.voxbridgeVoice.played > {played + 25}")
                 stats: dict[str, Any] = page.evaluate("window.voxbridgeVoice")
                 stats["askedFor"] = page.evaluate("window.askedFor")
-                browser.close()
             return stats
 
         stats = await trio.to_thread.run_sync(browse)

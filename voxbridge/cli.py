@@ -43,6 +43,16 @@ __all__ = ["main"]
 SCHEMA_FILE = ".schema.json"
 
 
+def _state_dir(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".voxbridge"),
+        metavar="DIR",
+        help=f"{what} (default: .voxbridge)",
+    )
+
+
 def _dirs(parser: argparse.ArgumentParser, *, agents: bool = True, keys: bool = True) -> None:
     if agents:
         parser.add_argument(
@@ -166,13 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run only the agents replica I of N owns (rendezvous hashing)",
     )
-    c.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".voxbridge"),
-        metavar="DIR",
-        help="runtime state such as per-guild selections (default: .voxbridge)",
-    )
+    _state_dir(c, "runtime state such as per-guild selections")
     c.add_argument(
         "--discord-api-base",
         metavar="URL",
@@ -201,13 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
     c.add_argument("--in", dest="question", type=Path, required=True, metavar="WAV")
     c.add_argument("--out", type=Path, metavar="WAV", help="where to write the spoken answer")
-    c.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".voxbridge"),
-        metavar="DIR",
-        help="where downloaded voice models are kept, as for run (default: .voxbridge)",
-    )
+    _state_dir(c, "where downloaded voice models are kept, as for run")
     _dirs(c)
 
     c = sub.add_parser("guard", help="fail on private keys or plaintext secrets (pre-commit)")
