@@ -180,9 +180,10 @@ async def _conversation(
                     for n in range(trials):
                         llm.plan = Plan([long, {"chunks": ["Sure thing."], "delay": LLM_FIRST}])
                         heard = len(caller.audio_at)
-                        cut, resumed = caller.count("interrupted"), caller.count("resumed")
                         caller.say(say(FINISHED[n % len(FINISHED)], pad=0.0, speed=1.0))
                         await caller.until(lambda h=heard: len(caller.audio_at) > h + 50)
+                        # Counted from here: what the question itself did is not the backchannel's.
+                        cut, resumed = caller.count("interrupted"), caller.count("resumed")
                         caller.say(say(BACKCHANNELS[n % len(BACKCHANNELS)], pad=0.0, speed=1.0))
                         await caller.until(
                             lambda c=cut, r=resumed: (
