@@ -318,6 +318,26 @@ async def test_a_backchannel_then_more_words_is_an_interruption_after_all(
     assert out.types().count("interrupted") == 1 and brain.cancelled == 1
     # The whole utterance (not the "yeah" alone) is the next turn.
     assert s.conversation.turns[2] == Turn("user", "yeah, but what about Paris")
+    # Heard three times: the question, "yeah" at its pause, and all of it at the next pause
+    # (what a pause hands over is the utterance so far), which is the turn's transcript too.
+    assert len(stt.heard) == 3
+
+
+async def test_words_judged_while_more_follow_are_not_the_whole_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    stt = FakeSTT(["tell me everything", "stop", "stop, tell me about the trains"])
+    s, _, _ = session(think=brain, stt=stt)
+    # "Stop" — judged at its pause (0.2 s, then the recogniser's 0.2 s) while more words come
+    # after 0.3 s: the turn is the whole utterance, transcribed again.
+    await run(
+        s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 1.5), tone(0.5), silence(0.3), tone(1.0)
+    )
+    assert brain.cancelled == 1
+    assert s.conversation.turns[2] == Turn("user", "stop, tell me about the trains")
+    assert len(stt.heard) == 3
 
 
 async def test_speech_that_goes_on_past_the_timeout_barges_in(

@@ -92,7 +92,7 @@ class _Judging:
         self.speaker = speaker
         self.send, self.receive = trio.open_memory_channel[_Spoken | bytes](1)
         self.verdict: str | None = None
-        self.text: str | None = None  # what was heard
+        self.text: str | None = None  # all that was said, when the verdict heard it all
         self.more = False  # they spoke on while it was being transcribed
 
     def hear(self, said: _Spoken | bytes) -> None:
@@ -264,7 +264,7 @@ class VoiceSession:
         config = self.config.interruptions
         said: _Spoken | bytes | None = None
         text: str | None = None
-        with trio.move_on_after(config.timeout):
+        with trio.move_on_after(config.timeout) as waited:
             while True:
                 said = await judging.receive.receive()
                 judging.more = False
@@ -278,7 +278,8 @@ class VoiceSession:
                     break
                 # "Yeah..." so far, and they spoke on: what follows decides.
         self._judging = None
-        judging.text = text
+        if not (waited.cancelled_caught or judging.more):
+            judging.text = text  # all they said, unless they spoke on
         if said is None:
             with contextlib.suppress(trio.WouldBlock):
                 said = judging.receive.receive_nowait()  # it came as time ran out
