@@ -44,6 +44,7 @@ import message_path
 import runtime as runtime_bench
 import streaming
 import voice
+import voice_offline
 
 from voxbridge.logs import setup_logging
 from voxbridge.runtime.fleet import Runtime
@@ -357,8 +358,9 @@ BENCHES: tuple[Bench, ...] = (
         ),
         lambda r, quick: [
             (
-                "Discord voice: receiving one speaker (% of a core)",
+                "Discord voice: receiving, per speaker, four talking at once (% of a core)",
                 f"{r['discord_voice_rx_cpu_per_speaker_pct']:.1f}",
+                f"one alone {r['discord_voice_rx_cpu_one_speaker_pct']:.1f}; "
                 f"in the call, silent {r['discord_voice_idle_cpu_pct']:.1f}",
                 "goal ≤ 3",
             ),
@@ -372,7 +374,21 @@ BENCHES: tuple[Bench, ...] = (
             ),
         ],
     ),
+    Bench(
+        "voice_offline", lambda o: bench_voice_offline(o), lambda r, quick: voice_offline.rows(r)
+    ),
 )
+
+
+def bench_voice_offline(o: Options) -> Results:
+    """Whisper, Smart Turn and the whole offline voice pipeline (see bench/voice_offline.py);
+    quick: fewer runs and turns, and no pocketsphinx baseline (it is not what changed)."""
+    r = voice_offline.whisper_rtf(2 if o.quick else 5)
+    r.update(trio.run(voice_offline.turn_set))
+    r.update(
+        trio.run(voice_offline.measure, 2 if o.quick else 10, 1 if o.quick else 5, not o.quick)
+    )
+    return r
 
 
 def run(benches: Sequence[Bench], options: Options) -> Results:

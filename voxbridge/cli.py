@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -70,8 +71,8 @@ def _memory_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(".voxbridge"),
         metavar="DIR",
-        help="runtime state: per-guild selections, and memory.db unless --store says "
-        "otherwise (default: .voxbridge)",
+        help="runtime state: per-guild selections, downloaded voice models, and memory.db "
+        "unless --store says otherwise (default: .voxbridge)",
     )
     parser.add_argument(
         "--store",
@@ -525,6 +526,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
     from .talk import run_talk  # the audio stack: only for this command
 
     setup_logging("text", "critical", stream=sys.stderr)  # it prints every error itself
+    logging.getLogger("voxbridge.voice.models").setLevel("INFO")  # a download's progress
     return run_talk(
         args.agents_dir,
         args.keys_dir,
@@ -533,6 +535,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
         args.out,
         conversation=args.conversation,
         location=Location.parse(args.store, args.state_dir),
+        state_dir=args.state_dir,
     )
 
 

@@ -68,7 +68,7 @@ class _FileOutput:
 
 
 async def _talk(
-    agent: Agent, question: bytes, name: str, location: Location | None
+    agent: Agent, question: bytes, name: str, location: Location | None, models: Path
 ) -> tuple[_FileOutput, dict[str, list[float]]]:
     voice = agent.voice
     assert voice is not None
@@ -82,7 +82,7 @@ async def _talk(
         await outer.start(memory.run)
         await memory.ready()
         own = memory.of(agent.id)
-        providers = await open_providers(voice, http)
+        providers = await open_providers(voice, http, models)
         output = _FileOutput(providers.tts.rate)
         session = VoiceSession(
             config=voice,
@@ -96,6 +96,7 @@ async def _talk(
             session_id=f"terminal:{name}",
             speaker=Speaker(user, user, person=f"terminal:{user}"),
             observe=lambda name, s: seen.setdefault(name, []).append(s),
+            smart_turn=providers.smart_turn,
         )
         send, frames = trio.open_memory_channel[bytes](0)
         async with trio.open_nursery() as nursery:
@@ -154,6 +155,7 @@ def run_talk(
     *,
     conversation: str = "default",
     location: Location | None = None,
+    state_dir: Path = Path(".voxbridge"),
 ) -> int:
     """Speak ``question`` to the agent, in the stored conversation ``terminal:<conversation>``
     (the one ``voxbridge chat --conversation`` goes on with); returns the exit code (1: a
@@ -164,6 +166,7 @@ def run_talk(
             be written.
         AudioError: ``question`` is not a 16-bit PCM WAV at 8 to 48 kHz.
         ConfigError: the agent's file does not load.
+        SpeechError: its Whisper model could not be found or downloaded.
     """
     agent = find_agent(agents_dir, keys_dir, wanted)
     if agent.voice is None:
@@ -177,4 +180,4 @@ def run_talk(
         _check_out(out)
     wav = read_wav(question.read_bytes(), str(question))
     pcm = Resampler(wav.rate, RATE)(wav.pcm, last=True)
-    return _report(*trio.run(_talk, agent, pcm, conversation, location), out)
+    return _report(*trio.run(_talk, agent, pcm, conversation, location, state_dir / "models"), out)

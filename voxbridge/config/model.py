@@ -17,8 +17,10 @@ from ..secrets.crypto import Secret
 from .duration import parse_duration
 
 __all__ = [
+    "BACKCHANNELS",
     "Agent",
     "EmbeddingsConfig",
+    "InterruptionConfig",
     "LLMConfig",
     "MemoryConfig",
     "PluginConfig",
@@ -93,8 +95,8 @@ class LLMConfig:
 
 @dataclass(frozen=True, slots=True)
 class SpeechConfig:
-    """One speech provider (STT or TTS): ``offline``, ``openai`` or ``wyoming``, and its
-    settings."""
+    """One speech provider (STT or TTS): ``offline``, ``openai``, ``wyoming`` or (STT)
+    ``whisper``, and its settings."""
 
     provider: str = "offline"
     base_url: Text | None = None
@@ -106,6 +108,8 @@ class SpeechConfig:
     speed: float | None = None
     sample_rate: int | None = None
     timeout: float = 30.0
+    compute_type: str = "int8"
+    threads: int | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SpeechConfig:
@@ -120,26 +124,68 @@ class SpeechConfig:
             speed=raw.get("speed"),
             sample_rate=raw.get("sample_rate"),
             timeout=parse_duration(raw.get("timeout", 30.0)),
+            compute_type=raw.get("compute_type", "int8"),
+            threads=raw.get("threads"),
         )
+
+
+SMART_END_OF_TURN = 2.0
+"""``end_of_turn``'s default when ``smart_turn`` is on."""
+
+BACKCHANNELS = (
+    "mm-hmm", "mhm", "mm", "hmm", "uh-huh", "uh", "um", "ah", "oh", "yeah", "yep", "yes",
+    "okay", "ok", "right", "sure", "i see", "got it", "go on", "wow", "really",
+)  # fmt: skip
+"""What a listener says to mean "go on": heard over the agent, it does not interrupt."""
 
 
 @dataclass(frozen=True, slots=True)
 class VADConfig:
-    """When a person is speaking: durations in seconds."""
+    """When a person is speaking: durations in seconds. ``smart_turn``: ``True`` (the Smart
+    Turn v3 model from an installed pipecat-ai), a path to its ONNX file, or ``None`` (off);
+    it is asked after ``pause`` of silence whether the person finished."""
 
     threshold: float = 0.5
     min_speech: float = 0.25
     end_of_turn: float = 0.6
     max_utterance: float = 30.0
+    smart_turn: bool | str | None = None
+    pause: float = 0.2
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VADConfig:
         d = cls()
+        smart = raw.get("smart_turn") or None
+        # With the model deciding when a finished sentence ends, end_of_turn only bounds the
+        # wait of an unfinished one: it can be long (a thinking pause is not cut).
+        end_of_turn = SMART_END_OF_TURN if smart else d.end_of_turn
         return cls(
             threshold=float(raw.get("threshold", d.threshold)),
             min_speech=parse_duration(raw.get("min_speech", d.min_speech)),
-            end_of_turn=parse_duration(raw.get("end_of_turn", d.end_of_turn)),
+            end_of_turn=parse_duration(raw.get("end_of_turn", end_of_turn)),
             max_utterance=parse_duration(raw.get("max_utterance", d.max_utterance)),
+            smart_turn=smart,
+            pause=parse_duration(raw.get("pause", d.pause)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionConfig:
+    """What speech over the agent does (with ``barge_in``): with ``resume``, the agent's voice
+    pauses at once; if what was said has no words but ``backchannels`` (or none at all) within
+    ``timeout``, it resumes where it paused, else the turn is cut. Without, it is cut at once."""
+
+    resume: bool = True
+    timeout: float = 2.0
+    backchannels: tuple[str, ...] = BACKCHANNELS
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> InterruptionConfig:
+        d = cls()
+        return cls(
+            resume=bool(raw.get("resume", d.resume)),
+            timeout=parse_duration(raw.get("timeout", d.timeout)),
+            backchannels=tuple(str(b).lower() for b in raw.get("backchannels", d.backchannels)),
         )
 
 
@@ -152,6 +198,7 @@ class VoiceConfig:
     vad: VADConfig = field(default_factory=VADConfig)
     barge_in: bool = True
     greeting: Text | None = None
+    interruptions: InterruptionConfig = field(default_factory=InterruptionConfig)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VoiceConfig:
@@ -161,6 +208,7 @@ class VoiceConfig:
             vad=VADConfig.from_dict(raw.get("vad", {})),
             barge_in=bool(raw.get("barge_in", True)),
             greeting=raw.get("greeting"),
+            interruptions=InterruptionConfig.from_dict(raw.get("interruptions", {})),
         )
 
 
