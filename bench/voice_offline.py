@@ -108,7 +108,7 @@ class _Caller(_Client):
     went out, and whose waits may run out without failing."""
 
     def __init__(self, ws: Any, http: httpx.AsyncClient) -> None:
-        super().__init__(ws, http)
+        super().__init__(ws, http, speed=1.0)  # real time: the latency measured is a person's
         self.ended: list[float] = []  # when each utterance's last voiced sample was sent
 
     def say(self, pcm: bytes) -> None:

@@ -74,45 +74,44 @@ async def _talk(
     assert voice is not None
     seen: dict[str, list[float]] = {}
     user = getpass.getuser()
-    async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
-        trio.open_nursery() as outer,
-    ):
-        memory = local_memory(agent, location, http)
-        await outer.start(memory.run)
-        await memory.ready()
-        own = memory.of(agent.id)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+        # Before any task starts: a provider that cannot be had is one error, not a group.
         providers = await open_providers(voice, http, models)
-        output = _FileOutput(providers.tts.rate)
-        session = VoiceSession(
-            config=voice,
-            stt=providers.stt,
-            tts=providers.tts,
-            vad=providers.vad,
-            think=local_think(agent, http, own),
-            output=output,
-            conversation=await own.conversation(f"terminal:{name}"),
-            history=lambda: agent.history,
-            session_id=f"terminal:{name}",
-            speaker=Speaker(user, user, person=f"terminal:{user}"),
-            observe=lambda name, s: seen.setdefault(name, []).append(s),
-            smart_turn=providers.smart_turn,
-        )
-        send, frames = trio.open_memory_channel[bytes](0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(session.run, frames, greet=False))
-            # The question, then enough silence to end the turn; then wait for the answer.
-            tail = bytes(2 * int(RATE * (voice.vad.end_of_turn + 0.3)))
-            audio = question + tail
-            for i in range(0, len(audio), 640):
-                await send.send(audio[i : i + 640])
-            if session.utterances:  # else: nothing to answer
-                with trio.move_on_after(voice.stt.timeout + voice.tts.timeout + 120):
-                    await output.done.wait()
-            nursery.cancel_scope.cancel()
-        with trio.move_on_after(SETTLE):
-            await memory.settle()
-        outer.cancel_scope.cancel()
+        async with trio.open_nursery() as outer:
+            memory = local_memory(agent, location, http)
+            await outer.start(memory.run)
+            await memory.ready()
+            own = memory.of(agent.id)
+            output = _FileOutput(providers.tts.rate)
+            session = VoiceSession(
+                config=voice,
+                stt=providers.stt,
+                tts=providers.tts,
+                vad=providers.vad,
+                think=local_think(agent, http, own),
+                output=output,
+                conversation=await own.conversation(f"terminal:{name}"),
+                history=lambda: agent.history,
+                session_id=f"terminal:{name}",
+                speaker=Speaker(user, user, person=f"terminal:{user}"),
+                observe=lambda name, s: seen.setdefault(name, []).append(s),
+                smart_turn=providers.smart_turn,
+            )
+            send, frames = trio.open_memory_channel[bytes](0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(session.run, frames, greet=False))
+                # The question, then enough silence to end the turn; then wait for the answer.
+                tail = bytes(2 * int(RATE * (voice.vad.end_of_turn + 0.3)))
+                audio = question + tail
+                for i in range(0, len(audio), 640):
+                    await send.send(audio[i : i + 640])
+                if session.utterances:  # else: nothing to answer
+                    with trio.move_on_after(voice.stt.timeout + voice.tts.timeout + 120):
+                        await output.done.wait()
+                nursery.cancel_scope.cancel()
+            with trio.move_on_after(SETTLE):
+                await memory.settle()
+            outer.cancel_scope.cancel()
     return output, seen
 
 
