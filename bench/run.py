@@ -248,7 +248,9 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "memory_store",
-        lambda o: memory.bench_store(100_000 if o.quick else 1_000_000, 100_000, 10_000, 200),
+        lambda o: memory.bench_store(
+            100_000 if o.quick else 1_000_000, 20_000 if o.quick else 100_000, 10_000, 200
+        ),
         lambda r, quick: [
             (
                 f"memory: a conversation loaded among {r['memory_turns']:,.0f} turns, "
@@ -382,11 +384,12 @@ BENCHES: tuple[Bench, ...] = (
 
 def bench_voice_offline(o: Options) -> Results:
     """Whisper, Smart Turn and the whole offline voice pipeline (see bench/voice_offline.py);
-    quick: fewer runs and turns, and no pocketsphinx baseline (it is not what changed)."""
-    r = voice_offline.whisper_rtf(2 if o.quick else 5)
-    r.update(trio.run(voice_offline.turn_set))
+    quick: one run, half the labelled set, the warm-up turn and one trial (its question is the
+    turn measured), and no pocketsphinx baseline (it is not what changed)."""
+    r = voice_offline.whisper_rtf(1 if o.quick else 5)
+    r.update(trio.run(voice_offline.turn_set, 2 if o.quick else 1))
     r.update(
-        trio.run(voice_offline.measure, 2 if o.quick else 10, 1 if o.quick else 5, not o.quick)
+        trio.run(voice_offline.measure, 0 if o.quick else 10, 1 if o.quick else 5, not o.quick)
     )
     return r
 

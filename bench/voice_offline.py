@@ -82,12 +82,12 @@ def whisper_rtf(runs: int = 5) -> dict[str, float]:
     return {key: statistics.median(values) for key, values in rtf.items()}
 
 
-async def turn_set() -> dict[str, float]:
-    """Smart Turn and silence alone on the labelled set."""
+async def turn_set(every: int = 1) -> dict[str, float]:
+    """Smart Turn and silence alone on the labelled set (``every``: each n-th item only)."""
     model = SmartTurn(smart_turn())
     smart = VADConfig(smart_turn=True, end_of_turn=2.0)
-    found = summary(await evaluate(lambda: TurnDetector(SileroVAD(), smart, model)))
-    plain = summary(await evaluate(lambda: TurnDetector(SileroVAD(), VADConfig())))
+    found = summary(await evaluate(lambda: TurnDetector(SileroVAD(), smart, model), every))
+    plain = summary(await evaluate(lambda: TurnDetector(SileroVAD(), VADConfig()), every))
     return {
         "smart_turn_false_cutoff_rate": found["false_cutoff_rate"],
         "smart_turn_wait_p50_ms": MS * found["wait_p50"],
@@ -168,9 +168,10 @@ async def _conversation(
                     await ws.get_message()
                     inner.start_soon(caller.read)
                     inner.start_soon(caller.microphone)
-                    for n in range(turns + 1):  # the first warms the models up
+                    for n in range(turns + 1):  # the first (a word) warms the models up
                         done = caller.count("done")
-                        caller.say(say(FINISHED[n % len(FINISHED)], pad=0.0, speed=1.0))
+                        text = FINISHED[n % len(FINISHED)] if n else "Hello."
+                        caller.say(say(text, pad=0.0, speed=1.0))
                         await caller.until(lambda d=done: caller.count("done") > d)
                         ended = caller.ended[-1]
                         first = min((t for t in caller.audio_at if t > ended), default=None)
@@ -182,6 +183,11 @@ async def _conversation(
                         heard = len(caller.audio_at)
                         caller.say(say(FINISHED[n % len(FINISHED)], pad=0.0, speed=1.0))
                         await caller.until(lambda h=heard: len(caller.audio_at) > h + 50)
+                        # The question is a turn too: its answer's first audio counts.
+                        ended = caller.ended[-1]
+                        first = min((t for t in caller.audio_at[heard:] if t > ended), default=None)
+                        if first is not None:
+                            latencies.append(first - ended)
                         # Counted from here: what the question itself did is not the backchannel's.
                         cut, resumed = caller.count("interrupted"), caller.count("resumed")
                         caller.say(say(BACKCHANNELS[n % len(BACKCHANNELS)], pad=0.0, speed=1.0))
@@ -199,8 +205,9 @@ async def _conversation(
                         caller.say(say(INTERRUPTION, pad=0.0, speed=1.0))
                         if await caller.until(lambda c=cut: caller.count("interrupted") > c):
                             stops.append(await caller.metric("voice_barge_in") - before)
-                        await caller.until(lambda d=done: caller.count("done") > d)
-                        await trio.sleep(0.5)
+                        if n < trials - 1:  # after the last, nothing is left to measure
+                            await caller.until(lambda d=done: caller.count("done") > d)
+                            await trio.sleep(0.5)
                     inner.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
     return latencies, cuts, stops
