@@ -81,13 +81,10 @@ class Answer:
             raise StopAsyncIteration from None
         return self._take(item)
 
-    async def events(self) -> AsyncIterator[str | ToolUse]:
-        """Every text delta and tool event, in order."""
-        while True:
-            try:
-                yield await self.next_event()
-            except StopAsyncIteration:
-                return
+    def events(self) -> AsyncIterator[str | ToolUse]:
+        """Every text delta and tool event, in order (an iterator, not a generator: leaving
+        the loop early leaves nothing to finalize)."""
+        return _Events(self)
 
     def running_tools(self) -> list[str]:
         """The names of the tools called and not finished yet."""
@@ -128,6 +125,17 @@ class Answer:
             if isinstance(item, str):
                 parts.append(item)
         return "".join(parts)
+
+
+class _Events:
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> str | ToolUse:
+        return await self._answer.next_event()
 
 
 Ready = Callable[[], Awaitable[object]]

@@ -118,7 +118,7 @@ class McpServer:
         message; marks :attr:`ended` when the transport's stream ends."""
         tokens, last = float(NOTIFY_BURST), trio.current_time()
         try:
-            async with sink:
+            async with sink, _closing(source):
                 async for item in source:
                     if isinstance(item, Exception):
                         self.invalid += 1
@@ -140,6 +140,14 @@ class McpServer:
         finally:
             self.why = self.explain()
             self.ended.set()
+
+
+@asynccontextmanager
+async def _closing(stream: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await stream.aclose()
 
 
 def _said(exc: BaseException) -> str:
@@ -236,7 +244,7 @@ async def _session(config: ToolServerConfig) -> AsyncIterator[McpServer]:
         server = McpServer(config, session)
         server.explain = explain
         nursery.start_soon(server.guard, read, sink)
-        async with session:
+        async with guarded, session:
             try:
                 with trio.fail_after(config.timeout):
                     init = await _first(session.initialize(), server)
@@ -253,20 +261,12 @@ async def _session(config: ToolServerConfig) -> AsyncIterator[McpServer]:
 
 
 async def _first(step: Any, server: McpServer) -> Any:
-    """``step``, unless the connection ends first (a server that exits at once)."""
-    result: list[Any] = []
-    async with trio.open_nursery() as nursery:
-
-        async def run() -> None:
-            result.append(await step)
-            nursery.cancel_scope.cancel()
-
-        async def watch() -> None:
+    """``step``, or why the connection ended under it (a server that exits at once)."""
+    try:
+        return await step
+    except MCPError:
+        with trio.move_on_after(1.0):
             await server.ended.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(run)
-        nursery.start_soon(watch)
-    if not result:
-        raise ToolServerError(server.why)
-    return result[0]
+        if server.ended.is_set():
+            raise ToolServerError(server.why) from None
+        raise

@@ -69,6 +69,11 @@ class Pipes:
         self.invalid = 0
         """Lines that were not JSON-RPC messages."""
 
+    def close(self) -> None:
+        """Close every stream end (whichever the session did not)."""
+        for stream in (self.read, self.write, self._to_session, self._from_session):
+            stream.close()
+
     def explain(self) -> str:
         """Why the server stopped talking: its exit status and the last lines of its stderr
         (which may quote anything it knows: redact before showing)."""
@@ -103,6 +108,8 @@ class Pipes:
                     raise ToolServerError(
                         f"the server sent a message over {MAX_MESSAGE >> 20} MiB; dropped it"
                     )
+            with trio.move_on_after(EXIT_WAIT):  # its exit status, for why it stopped
+                await self.process.wait()
 
     async def _deliver(self, line: bytes) -> None:
         if len(line) > MAX_MESSAGE:
@@ -186,6 +193,7 @@ async def spawn(
             finally:
                 nursery.cancel_scope.cancel()
     finally:
+        pipes.close()
         with trio.CancelScope(shield=True):
             await stop(process)
 
