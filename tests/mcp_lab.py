@@ -87,7 +87,7 @@ def env(name: str) -> str:
 @SERVER.tool()
 def family() -> str:
     """Start a grandchild that sleeps; the process group id."""
-    subprocess.Popen(["sleep", "300"])  # noqa: S607 - a test's grandchild
+    subprocess.Popen(["sleep", "300"])
     return str(os.getpgid(0))
 
 

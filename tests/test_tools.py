@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -95,7 +94,7 @@ async def test_tool_errors_are_results() -> None:
 
 
 async def test_a_server_that_cannot_start_says_why() -> None:
-    with pytest.raises(ToolServerError, match="cannot be started: .*no-such-mcp-program"):
+    with pytest.raises(ToolServerError, match=r"cannot be started: .*no-such-mcp-program"):
         async with connect(ToolServerConfig("x", command=("no-such-mcp-program",))):
             pass
     with pytest.raises(ToolServerError, match="status 3: lab: planned exit"):
@@ -160,7 +159,7 @@ async def test_stopping_takes_the_whole_process_group_down() -> None:
 
 
 @pytest.fixture
-async def http_lab(nursery: trio.Nursery) -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+async def http_lab(nursery: trio.Nursery) -> tuple[str, list[dict[str, str]]]:
     seen: list[dict[str, str]] = []
     app = http_app()
 
@@ -175,7 +174,7 @@ async def http_lab(nursery: trio.Nursery) -> AsyncIterator[tuple[str, list[dict[
         await app(scope, receive, send)
 
     base = await nursery.start(serve_app, guarded)
-    yield f"{base}/mcp", seen
+    return f"{base}/mcp", seen
 
 
 async def test_streamable_http_with_secret_headers(
