@@ -216,9 +216,9 @@ class ToolServerConfig:
     (``n8n``, with its ``description`` and JSON Schema ``parameters``)."""
 
     name: str
-    command: tuple[str, ...] = ()
+    command: tuple[Text, ...] = ()
     env: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
-    cwd: str | None = None
+    cwd: Text | None = None
     url: Text | None = None
     headers: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
     allow: tuple[str, ...] | None = None

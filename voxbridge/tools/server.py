@@ -185,9 +185,12 @@ def _transport(config: ToolServerConfig) -> AbstractAsyncContextManager[Explaine
     if config.kind == "stdio":
         env = {k: v.reveal() for k, v in config.env.items()}
 
+        command = [reveal(part) for part in config.command]
+        cwd = reveal(config.cwd) if config.cwd is not None else None
+
         @asynccontextmanager
         async def stdio() -> AsyncIterator[Explained]:
-            async with spawn(config.command, env, config.cwd) as pipes:
+            async with spawn(command, env, cwd) as pipes:
                 yield pipes.read, pipes.write, pipes.explain
 
         return stdio()

@@ -132,7 +132,10 @@ class Pipes:
         async with self._from_session:
             async for item in self._from_session:
                 data = item.message.model_dump_json(by_alias=True, exclude_unset=True)
-                await stdin.send_all(data.encode() + b"\n")
+                try:
+                    await stdin.send_all(data.encode() + b"\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the server is gone: its stdout's end says so (and why)
 
     async def pump_err(self) -> None:
         """Server stderr → a short tail (bounded whatever it writes)."""
