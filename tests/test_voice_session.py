@@ -18,10 +18,10 @@ from tests.voice_fakes import (
     speak_into,
     tone,
 )
-from voxbridge.brain import Turn
+from voxbridge.brain import ToolUse, Turn
 from voxbridge.config.model import VADConfig, VoiceConfig
 from voxbridge.errors import BrainError
-from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, Speaker, VoiceSession
+from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, FILLER, Speaker, VoiceSession
 
 
 def session(**kw: Any) -> tuple[VoiceSession, RecordingOutput, dict[str, list[float]]]:
@@ -233,3 +233,28 @@ async def test_several_speakers_are_heard_apart_and_attributed(
     assert question == Turn("user", "Ann: hello there")
     assert cut.content.endswith("…")
     assert second == Turn("user", "Bob: wait a moment")
+
+
+async def test_a_slow_tool_gets_a_spoken_filler_a_quick_one_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    slow = ScriptedBrain(
+        [ToolUse("lab.wait", "start", "c"), ToolUse("lab.wait", "done", "c"), "It is done."],
+        gap=1.5,
+    )
+    s, out, _ = session(think=slow, tts=(tts := FakeTTS()))
+    await run(s, silence(0.5), tone(1.0))
+    assert tts.spoken == [FILLER, "It is done."]
+    assert [e for _, e in out.events if e["type"] == "tool"] == [
+        {"type": "tool", "name": "lab.wait", "state": "start"},
+        {"type": "tool", "name": "lab.wait", "state": "done"},
+    ]
+    # The filler is not the agent's words: the history keeps only the answer.
+    assert s.conversation.turns[-1] == Turn("assistant", "It is done.")
+
+    quick = ScriptedBrain(
+        [ToolUse("lab.echo", "start", "c"), ToolUse("lab.echo", "done", "c"), "Done."], gap=0.3
+    )
+    s, out, _ = session(think=quick, tts=(tts := FakeTTS()))
+    await run(s, silence(0.5), tone(1.0))
+    assert tts.spoken == ["Done."]
