@@ -12,12 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from tests.browser import chromium_page, needs_chromium
 from tests.conftest import CliRunner, clean_env
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.runtime_helpers import options, wait_state, wait_until, write
@@ -230,3 +232,56 @@ def test_tools_command_says_why_a_server_cannot_start(tmp_path: Path, cli: CliRu
     report = json.loads(json_out.stdout)
     assert report["time"]["tools"][0]["name"] == "get_current_time"
     assert report["broken"]["error"]
+
+
+@needs_chromium
+async def test_the_chat_page_and_the_dashboard_show_tools_as_text(tmp_path: Path) -> None:
+    llm = FakeLLM(
+        Plan(
+            [
+                {"tool_calls": [{"name": "lab__wait", "arguments": {"seconds": 1.5}}]},
+                {"reply": "Waited **well**."},
+            ]
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        write(
+            tmp_path,
+            "a.yaml",
+            f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
+            f"tools:\n  lab: {{command: {LAB_CMD}}}\n"
+            "plugins:\n  web: {}\n",
+        )
+        rt = await start(nursery, tmp_path)
+        await wait_state(rt, ("a", "tools.lab"), ActorState.RUNNING)
+        await wait_state(rt, ("a", "web"), ActorState.RUNNING)
+
+        def browse() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            with chromium_page() as page:
+                page.goto(f"{rt.status_url}/chat/a")
+                page.wait_for_selector("#state.on", timeout=10_000)
+                page.fill("#text", "wait a bit")
+                page.keyboard.press("Enter")
+                page.wait_for_selector(".msg.tool", timeout=10_000)
+                seen["during"] = page.inner_text(".msg.tool")
+                page.wait_for_function(
+                    "document.querySelector('.msg.tool').textContent.startsWith('used')"
+                )
+                page.wait_for_selector(".msg.agent:not(.writing)", timeout=10_000)
+                seen["after"] = page.inner_text(".msg.tool")
+                seen["children"] = page.eval_on_selector(".msg.tool", "e => e.children.length")
+                seen["answer"] = page.inner_text(".msg.agent")
+                page.goto(f"{rt.status_url}/")
+                page.wait_for_selector('tr[data-plugin="tools.lab"]', timeout=10_000)
+                seen["row"] = page.inner_text('tr[data-plugin="tools.lab"]')
+            return seen
+
+        seen = await trio.to_thread.run_sync(browse)
+        nursery.cancel_scope.cancel()
+    assert seen["during"] == "using lab.wait…"
+    assert seen["after"] == "used lab.wait"
+    assert seen["children"] == 0
+    assert seen["answer"] == "Waited well."
+    assert "running" in seen["row"] and "10 tools: echo" in seen["row"]
