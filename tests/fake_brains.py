@@ -134,6 +134,9 @@ class FakeLLM(_Recorder):
     embeddings_fail: bool = False
     calls_done_at: list[float] = field(default_factory=list)
     """``time.perf_counter()`` when each stream's last tool call piece was sent."""
+    arrived_at: list[float] = field(default_factory=list)
+    """``time.perf_counter()`` when each chat request reached the app, before its body is read
+    (what the client's sending took, without this server's own parsing)."""
 
     def app(self) -> Starlette:
         return Starlette(
@@ -209,6 +212,7 @@ class _Endpoint:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         fake = self.fake
+        arrived = time.perf_counter()
         request = Request(scope, receive)
         body = await request.json()
         note = fake.note_reply(body)
@@ -217,6 +221,7 @@ class _Endpoint:
             await JSONResponse(reply)(scope, receive, send)
             return
         fake.headers.append(dict(request.headers))
+        fake.arrived_at.append(arrived)
         fake.record(body)
         step = fake.plan.next()
         if step.get("delay"):

@@ -1,7 +1,8 @@
 """An MCP server for the tool tests, written with the SDK's own server API (``MCPServer``).
 
-Run as a program it serves stdio (``python tests/mcp_lab.py [MODE]``); :func:`http_app` gives
-the same tools over streamable HTTP for a test's own server on 127.0.0.1. Modes misbehave on
+Run as a program it serves stdio (``python tests/mcp_lab.py [MODE]``), or streamable HTTP on
+127.0.0.1 (``http PORT``, a process of its own); :func:`http_app` gives the same tools over
+streamable HTTP for a test's own server. Modes misbehave on
 purpose: ``garbage`` writes lines that are not JSON-RPC first, ``huge-line`` one endless line,
 ``exit`` exits at once with a message on stderr.
 
@@ -109,6 +110,10 @@ def main(mode: str) -> None:
     elif mode == "huge-line":
         sys.stdout.write("x" * (6 << 20))
         sys.stdout.flush()
+    elif mode == "http":  # a server process of its own: python tests/mcp_lab.py http PORT
+        SERVER.settings.log_level = "WARNING"
+        SERVER.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        return
     elif mode == "exit":
         print("lab: planned exit, token=lab-secret-token-77", file=sys.stderr)
         sys.exit(3)
