@@ -285,3 +285,24 @@ async def test_the_chat_page_and_the_dashboard_show_tools_as_text(tmp_path: Path
     assert seen["children"] == 0
     assert seen["answer"] == "Waited well."
     assert "running" in seen["row"] and "10 tools: echo" in seen["row"]
+
+
+async def test_a_secret_a_server_prints_is_redacted_from_its_error(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    generate_key_pair(keys, "k")
+    from voxbridge.secrets.keys import current_public_key
+
+    token = seal("lab-secret-token-77", current_public_key(keys).key, "tools.lab.env.LAB_TOKEN")
+    exiting = f"[{sys.executable}, {LAB}, exit]"
+    write(
+        tmp_path,
+        "a.yaml",
+        f"tools:\n  lab:\n    command: {exiting}\n    env: {{LAB_TOKEN: '{token}'}}\n",
+    )
+    async with trio.open_nursery() as nursery:
+        rt = await start(nursery, tmp_path)
+        await wait_state(rt, ("a", "tools.lab"), ActorState.BACKOFF)
+        status = rt.table.get(("a", "tools.lab"))
+        assert status is not None and status.last_error is not None
+        assert "status 3: lab: planned exit, token=[secret]" in status.last_error
+        nursery.cancel_scope.cancel()
