@@ -44,6 +44,22 @@ async def start(nursery: trio.Nursery, tmp_path: Path) -> Runtime:
     return rt
 
 
+async def start_with_lab(nursery: trio.Nursery, tmp_path: Path, llm: FakeLLM) -> Runtime:
+    """A runtime with agent ``a``: ``llm``, the lab as its tool server, a web chat."""
+    await start_fake(nursery, llm)
+    write(
+        tmp_path,
+        "a.yaml",
+        f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
+        f"tools:\n  lab: {{command: {LAB_CMD}}}\n"
+        "plugins:\n  web: {}\n",
+    )
+    rt = await start(nursery, tmp_path)
+    await wait_state(rt, ("a", "tools.lab"), ActorState.RUNNING)
+    await wait_state(rt, ("a", "web"), ActorState.RUNNING)
+    return rt
+
+
 def server(rt: Runtime, name: str, agent: str = "a") -> McpServer:
     found = rt.service(agent, f"tools.{name}")
     assert isinstance(found, McpServer)
@@ -109,17 +125,7 @@ async def test_web_chat_shows_tool_use_and_the_api_and_metrics_say_what_ran(
         )
     )
     async with trio.open_nursery() as nursery:
-        await start_fake(nursery, llm)
-        write(
-            tmp_path,
-            "a.yaml",
-            f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
-            f"tools:\n  lab: {{command: {LAB_CMD}}}\n"
-            "plugins:\n  web: {}\n",
-        )
-        rt = await start(nursery, tmp_path)
-        await wait_state(rt, ("a", "tools.lab"), ActorState.RUNNING)
-        await wait_state(rt, ("a", "web"), ActorState.RUNNING)
+        rt = await start_with_lab(nursery, tmp_path, llm)
         async with open_websocket_url(socket_url(rt, "a")) as ws:
             events = await ask(ws, "use the lab")
         assert events[:2] == [
@@ -245,17 +251,7 @@ async def test_the_chat_page_and_the_dashboard_show_tools_as_text(tmp_path: Path
         )
     )
     async with trio.open_nursery() as nursery:
-        await start_fake(nursery, llm)
-        write(
-            tmp_path,
-            "a.yaml",
-            f"llm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
-            f"tools:\n  lab: {{command: {LAB_CMD}}}\n"
-            "plugins:\n  web: {}\n",
-        )
-        rt = await start(nursery, tmp_path)
-        await wait_state(rt, ("a", "tools.lab"), ActorState.RUNNING)
-        await wait_state(rt, ("a", "web"), ActorState.RUNNING)
+        rt = await start_with_lab(nursery, tmp_path, llm)
 
         def browse() -> dict[str, Any]:
             seen: dict[str, Any] = {}
