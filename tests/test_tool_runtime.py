@@ -302,3 +302,22 @@ async def test_a_secret_a_server_prints_is_redacted_from_its_error(tmp_path: Pat
         assert status is not None and status.last_error is not None
         assert "status 3: lab: planned exit, token=[secret]" in status.last_error
         nursery.cancel_scope.cancel()
+
+
+def test_voxbridge_status_shows_each_tool_server_as_a_row() -> None:
+    from voxbridge.status import table
+
+    agents = [
+        {
+            "id": "a",
+            "plugins": {},
+            "tools": {
+                "lab": {"kind": "stdio", "state": "backoff", "restarts": 2, "last_error": "exited"},
+                "refund": {"kind": "n8n", "state": "ready", "tools": ["refund"]},
+            },
+        }
+    ]
+    rows = table(agents).splitlines()
+    assert len(rows) == 2  # the header, then the one server with an actor
+    assert rows[1].split()[:5] == ["a", "-", "tools.lab", "backoff", "2"]
+    assert rows[1].endswith("exited")
