@@ -23,9 +23,11 @@ from tests.browser import chromium_page, needs_chromium
 from tests.conftest import CliRunner, clean_env
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.runtime_helpers import options, wait_state, wait_until, write
+from tests.test_discord_plugin import ANN, Rig, ready
 from tests.test_tools import LAB, group_alive, wait_gone
 from tests.test_web_chat import ask, socket_url
 from voxbridge import testing
+from voxbridge.plugins.discord.reply import CURSOR
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
@@ -321,3 +323,29 @@ def test_voxbridge_status_shows_each_tool_server_as_a_row() -> None:
     assert len(rows) == 2  # the header, then the one server with an actor
     assert rows[1].split()[:5] == ["a", "-", "tools.lab", "backoff", "2"]
     assert rows[1].endswith("exited")
+
+
+async def test_discord_shows_the_tool_line_then_the_answer(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.llm.plan = Plan(
+        [
+            {"tool_calls": [{"name": "lab__wait", "arguments": {"seconds": 1.2}}]},
+            {"reply": "done waiting"},
+        ]
+    )
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", extra=f"tools:\n  lab: {{command: {LAB_CMD}}}\n")
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+        await wait_state(rt, ("a", "tools.lab"), ActorState.RUNNING)
+        msg = await rig.discord.send_message(
+            "tok-a", content="wait", author_id=ANN, author_name="ann"
+        )
+        channel = int(msg["channel_id"])
+        first = await rig.discord.wait_for(lambda r: r in rig.replies(channel))
+        assert first.json["content"] == f"🔧 lab.wait…{CURSOR}"
+        await rig.discord.wait_until(lambda: rig.discord.shown(channel, "tok-a") == "done waiting")
+        assert len(rig.replies(channel)) == 1  # the same message, edited
+        nursery.cancel_scope.cancel()
