@@ -100,6 +100,9 @@ async def test_a_server_that_cannot_start_says_why() -> None:
     with pytest.raises(ToolServerError, match="status 3: lab: planned exit"):
         async with connect(lab("exit")):
             pass
+    with pytest.raises(ToolServerError, match=r"cannot reach it \(ConnectError"):
+        async with connect(ToolServerConfig("x", url="http://127.0.0.1:9/mcp")):
+            pass
     with pytest.raises(ToolServerError, match="cwd /no/such/dir"):
         async with connect(lab(cwd="/no/such/dir")):
             pass

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types
 import trio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -223,6 +224,8 @@ async def connect(config: ToolServerConfig) -> AsyncIterator[McpServer]:
         only = _only(group)
         if isinstance(only, ToolServerError):
             raise only from None
+        if isinstance(only, httpx2.TransportError):
+            raise ToolServerError(f"cannot reach it ({type(only).__name__}: {only})") from None
         raise
 
 
