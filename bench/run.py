@@ -249,7 +249,7 @@ BENCHES: tuple[Bench, ...] = (
     ),
     Bench(
         "tools",
-        lambda o: trio.run(tools.measure, 40 if o.quick else 300),
+        lambda o: trio.run(tools.measure, 30 if o.quick else 300),
         lambda r, quick: [
             (
                 f"tool call overhead, {transport}, p50 / p95 (ms)",

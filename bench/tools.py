@@ -54,29 +54,24 @@ CALL = {"tool_calls": [{"name": "lab__wait", "arguments": {"seconds": 0}}]}
 
 
 @asynccontextmanager
-async def _process(*argv: str, url: str) -> AsyncIterator[None]:
-    """Run ``argv`` while the block runs, once ``url`` answers."""
+async def _process(*argv: str) -> AsyncIterator[None]:
+    """Run ``argv`` (a Python script and its arguments) while the block runs."""
     proc = await trio.lowlevel.open_process([sys.executable, *argv])
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(400):
-                try:
-                    await http.get(url)
-                    break
-                except httpx.TransportError:
-                    await trio.sleep(0.05)
         yield
     finally:
         proc.terminate()
         await proc.wait()
 
 
-@asynccontextmanager
-async def _http_lab() -> AsyncIterator[ToolServerConfig]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/mcp"
-    async with _process(str(LAB), "http", str(port), url=url):
-        yield ToolServerConfig("lab", url=url)
+async def _ready(http: httpx.AsyncClient, url: str) -> None:
+    """Wait until ``url`` answers (a server process has started)."""
+    for _ in range(400):
+        try:
+            await http.get(url)
+            return
+        except httpx.TransportError:
+            await trio.sleep(0.05)
 
 
 async def _serve_llm(port: int, answers: int) -> None:
@@ -106,33 +101,31 @@ def llm_owns(llm: FakeLLM) -> list[float]:
     return own
 
 
-async def _answers(server: McpServer, answers: int) -> list[float]:
-    """Overhead (ms) of each answer's tool call."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    overheads: list[float] = []
-    async with (
-        _process(HERE, "--serve-llm", str(port), str(answers), url=f"{base}/stats"),
-        httpx.AsyncClient() as http,
-    ):
-        agent = Agent(
-            id="bench",
-            file=Path("bench.yaml"),
-            name="bench",
-            llm=LLMConfig(base_url=base + "/v1", model="m"),
-            tools={"lab": server.config},
-        )
-        message = Message("s", "u", "u", "wait for nothing")
-        for _ in range(answers):
-            toolbox = AgentToolbox(agent, lambda _: server, http)
-            async with think(agent, message, [Turn("user", "go")], http=http, tools=toolbox) as a:
-                async for _ in a:
-                    pass
-        stats = (await http.get(f"{base}/stats")).json()
-    for n, own in enumerate(stats["own"]):
+async def _answers(server: McpServer, base: str, answers: int, http: httpx.AsyncClient) -> None:
+    """``answers`` answers that each call the tool once, through the LLM at ``base``."""
+    agent = Agent(
+        id="bench",
+        file=Path("bench.yaml"),
+        name="bench",
+        llm=LLMConfig(base_url=base + "/v1", model="m"),
+        tools={"lab": server.config},
+    )
+    message = Message("s", "u", "u", "wait for nothing")
+    for _ in range(answers):
+        toolbox = AgentToolbox(agent, lambda _: server, http)
+        async with think(agent, message, [Turn("user", "go")], http=http, tools=toolbox) as a:
+            async for _ in a:
+                pass
+
+
+def _overheads(stats: dict[str, list[float]], first: int, answers: int) -> list[float]:
+    """Overhead (ms) of answers ``first`` to ``first + answers`` of the LLM's ``/stats``; the
+    first few of each series warm the paths up and are left out."""
+    overheads = []
+    for n in range(first, first + answers):
         sent, arrived = stats["calls_done_at"][n], stats["arrived_at"][2 * n + 1]
-        overheads.append(1000 * (arrived - sent - own))
-    return overheads[min(5, answers // 10) :]  # the first few warm the paths up
+        overheads.append(1000 * (arrived - sent - stats["own"][n]))
+    return overheads[min(5, answers // 10) :]
 
 
 async def _round_trips(server: McpServer, calls: int) -> list[float]:
@@ -148,21 +141,29 @@ async def _round_trips(server: McpServer, calls: int) -> list[float]:
 async def measure(answers: int) -> dict[str, float]:
     """p50/p95 of the overhead per transport, beside the bare MCP round trip."""
     results: dict[str, float] = {}
+    llm_port, lab_port = free_port(), free_port()
+    base, lab_url = f"http://127.0.0.1:{llm_port}", f"http://127.0.0.1:{lab_port}/mcp"
     stdio = ToolServerConfig("lab", command=(sys.executable, str(LAB)))
-    for label, open_config in (("", _stdio_config(stdio)), ("_http", _http_lab())):
-        async with open_config as config, connect(config) as server:
-            over = await _answers(server, answers)
-            trips = await _round_trips(server, answers)
+    trips: dict[str, list[float]] = {}
+    async with (
+        _process(HERE, "--serve-llm", str(llm_port), str(2 * answers)),
+        _process(str(LAB), "http", str(lab_port)),  # both start at once
+        httpx.AsyncClient() as http,
+    ):
+        await _ready(http, f"{base}/stats")
+        await _ready(http, lab_url)
+        for label, config in (("", stdio), ("_http", ToolServerConfig("lab", url=lab_url))):
+            async with connect(config) as server:
+                await _answers(server, base, answers, http)
+                trips[label] = await _round_trips(server, answers)
+        stats = (await http.get(f"{base}/stats")).json()
+    for n, label in enumerate(("", "_http")):
+        over = _overheads(stats, n * answers, answers)
         results[f"tool_call_overhead{label}_p50_ms"] = pct(over, 50)
         results[f"tool_call_overhead{label}_p95_ms"] = pct(over, 95)
-        results[f"mcp_round_trip{label}_p50_ms"] = pct(trips, 50)
-        results[f"mcp_round_trip{label}_p95_ms"] = pct(trips, 95)
+        results[f"mcp_round_trip{label}_p50_ms"] = pct(trips[label], 50)
+        results[f"mcp_round_trip{label}_p95_ms"] = pct(trips[label], 95)
     return results
-
-
-@asynccontextmanager
-async def _stdio_config(config: ToolServerConfig) -> AsyncIterator[ToolServerConfig]:
-    yield config
 
 
 def main() -> None:
