@@ -9,7 +9,8 @@ the seed (VoxBridge 2.0) was slow.
 Baselines measured in the same run: the seed's sequential start-up model, a naive reload that
 re-reads every file, PyYAML alone for loading, an immediate-restart loop for a crash storm, the
 brain's own round trip for the message path, a plain asyncio bot for streamed replies, a model
-per stream for the VAD. Figures are medians (or the stated percentile).
+per stream for the VAD, the bare MCP round trip for a tool call. Figures are medians (or the
+stated percentile).
 
 Each benchmark is one :class:`Bench` below: its name, what it measures quick and in full, and
 its rows of the table. The quick run keeps every key within ``QUICK_BUDGET``: fewer agents,
@@ -43,6 +44,7 @@ import memory
 import message_path
 import runtime as runtime_bench
 import streaming
+import tools
 import voice
 import voice_offline
 
@@ -244,6 +246,21 @@ BENCHES: tuple[Bench, ...] = (
                 "",
                 "goal ≤ 1",
             ),
+        ],
+    ),
+    Bench(
+        "tools",
+        lambda o: trio.run(tools.measure, 30 if o.quick else 300),
+        lambda r, quick: [
+            (
+                f"tool call overhead, {transport}, p50 / p95 (ms)",
+                f"{r[f'tool_call_overhead{key}_p50_ms']:.2f} / "
+                f"{r[f'tool_call_overhead{key}_p95_ms']:.2f}",
+                f"the MCP round trip alone {r[f'mcp_round_trip{key}_p50_ms']:.2f} / "
+                f"{r[f'mcp_round_trip{key}_p95_ms']:.2f}",
+                "goal p95 ≤ 5",
+            )
+            for transport, key in (("stdio", ""), ("streamable HTTP", "_http"))
         ],
     ),
     Bench(

@@ -19,10 +19,10 @@ from tests.voice_fakes import (
     speak_into,
     tone,
 )
-from voxbridge.brain import Turn
+from voxbridge.brain import ToolUse, Turn
 from voxbridge.config.model import InterruptionConfig, VADConfig, VoiceConfig
 from voxbridge.errors import BrainError
-from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, Speaker, VoiceSession
+from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, FILLER, Speaker, VoiceSession
 
 
 def session(**kw: Any) -> tuple[VoiceSession, RecordingOutput, dict[str, list[float]]]:
@@ -353,3 +353,28 @@ async def test_speech_that_goes_on_past_the_timeout_barges_in(
     assert brain.cancelled == 1 and "resumed" not in out.types()
     # What was said became the next turn once it ended, transcribed once more then.
     assert s.conversation.turns[2] == Turn("user", "no no no let me explain what I meant")
+
+
+async def test_a_slow_tool_gets_a_spoken_filler_a_quick_one_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    slow = ScriptedBrain(
+        [ToolUse("lab.wait", "start", "c"), ToolUse("lab.wait", "done", "c"), "It is done."],
+        gap=1.5,
+    )
+    s, out, _ = session(think=slow, tts=(tts := FakeTTS()))
+    await run(s, silence(0.5), tone(1.0))
+    assert tts.spoken == [FILLER, "It is done."]
+    assert [e for _, e in out.events if e["type"] == "tool"] == [
+        {"type": "tool", "name": "lab.wait", "state": "start"},
+        {"type": "tool", "name": "lab.wait", "state": "done"},
+    ]
+    # The filler is not the agent's words: the history keeps only the answer.
+    assert s.conversation.turns[-1] == Turn("assistant", "It is done.")
+
+    quick = ScriptedBrain(
+        [ToolUse("lab.echo", "start", "c"), ToolUse("lab.echo", "done", "c"), "Done."], gap=0.3
+    )
+    s, out, _ = session(think=quick, tts=(tts := FakeTTS()))
+    await run(s, silence(0.5), tone(1.0))
+    assert tts.spoken == ["Done."]

@@ -215,6 +215,13 @@ def _parser() -> argparse.ArgumentParser:
     _dirs(c)
     _memory_options(c)
 
+    c = sub.add_parser(
+        "tools", help="the tools each of an agent's servers offers, or why it cannot start"
+    )
+    c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
+    c.add_argument("--json", action="store_true", help="print a JSON object by server")
+    _dirs(c)
+
     c = sub.add_parser("talk", help="speak a WAV file to an agent; hear (and time) its answer")
     c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
     c.add_argument("--in", dest="question", type=Path, required=True, metavar="WAV")
@@ -522,6 +529,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_tools(args: argparse.Namespace) -> int:
+    from .tools.local import tools_command  # the MCP SDK: only for this command
+
+    setup_logging("text", "error", stream=sys.stderr)
+    return tools_command(args.agents_dir, args.keys_dir, args.agent, args.json)
+
+
 def cmd_talk(args: argparse.Namespace) -> int:
     from .talk import run_talk  # the audio stack: only for this command
 
@@ -590,6 +604,7 @@ _COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "chat": cmd_chat,
+    "tools": cmd_tools,
     "talk": cmd_talk,
     "memory": cmd_memory,
     "guard": cmd_guard,

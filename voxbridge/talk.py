@@ -20,6 +20,7 @@ from .config.model import Agent
 from .errors import UsageError, VoxbridgeError
 from .memory import Location
 from .terminal import SETTLE, find_agent, local_memory, local_think
+from .tools.local import open_toolbox
 from .voice.audio import RATE, Resampler, read_wav, wav_bytes
 from .voice.providers import open_providers
 from .voice.session import Speaker, VoiceSession
@@ -59,6 +60,10 @@ class _FileOutput:
             print(f"🎤 heard:  {event['text']}", flush=True)
         elif kind == "delta":
             self.answer.append(event["text"])
+        elif kind == "tool" and event["state"] != "done":
+            print(
+                f"🔧 {event['name']}{'…' if event['state'] == 'start' else ' failed'}", flush=True
+            )
         elif kind == "error":
             self.errors.append(event["message"])
             print(f"❌ {event['message']}", file=sys.stderr, flush=True)
@@ -77,7 +82,7 @@ async def _talk(
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
         # Before any task starts: a provider that cannot be had is one error, not a group.
         providers = await open_providers(voice, http, models)
-        async with trio.open_nursery() as outer:
+        async with open_toolbox(agent, http) as tools, trio.open_nursery() as outer:
             memory = local_memory(agent, location, http)
             await outer.start(memory.run)
             await memory.ready()
@@ -88,7 +93,7 @@ async def _talk(
                 stt=providers.stt,
                 tts=providers.tts,
                 vad=providers.vad,
-                think=local_think(agent, http, own),
+                think=local_think(agent, http, own, tools),
                 output=output,
                 conversation=await own.conversation(f"terminal:{name}"),
                 history=lambda: agent.history,

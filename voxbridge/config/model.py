@@ -27,6 +27,7 @@ __all__ = [
     "RestartPolicy",
     "SpeechConfig",
     "Text",
+    "ToolServerConfig",
     "VADConfig",
     "VoiceConfig",
     "freeze",
@@ -257,6 +258,54 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolServerConfig:
+    """One entry of an agent's ``tools`` section: an MCP server run as a child process
+    (``command``), one reached over streamable HTTP (``url``), or an n8n workflow as one tool
+    (``n8n``, with its ``description`` and JSON Schema ``parameters``)."""
+
+    name: str
+    command: tuple[Text, ...] = ()
+    env: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    cwd: Text | None = None
+    url: Text | None = None
+    headers: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    allow: tuple[str, ...] | None = None
+    timeout: float = 30.0
+    n8n: Secret | None = None
+    description: str = ""
+    parameters: Mapping[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``stdio``, ``http`` or ``n8n``."""
+        if self.command:
+            return "stdio"
+        return "http" if self.url is not None else "n8n"
+
+    def allows(self, tool: str) -> bool:
+        """Whether the server's tool ``tool`` is offered to the LLM (``allow``)."""
+        return self.allow is None or tool in self.allow
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> ToolServerConfig:
+        allow = raw.get("allow")
+        parameters = raw.get("parameters")
+        return cls(
+            name=name,
+            command=tuple(raw.get("command", ())),
+            env=freeze(raw.get("env", {})),
+            cwd=raw.get("cwd"),
+            url=raw.get("url"),
+            headers=freeze(raw.get("headers", {})),
+            allow=tuple(allow) if allow is not None else None,
+            timeout=parse_duration(raw.get("timeout", 30.0)),
+            n8n=raw.get("n8n"),
+            description=raw.get("description", ""),
+            parameters=freeze(parameters) if parameters is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PluginConfig:
     """One plugin section: its type, whether it runs, and its own settings (read-only, secrets
     as Secret)."""
@@ -281,6 +330,8 @@ class Agent:
     voice: VoiceConfig | None = None
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    tools: Mapping[str, ToolServerConfig] = field(default_factory=lambda: MappingProxyType({}))
+    tool_steps: int = 5
     plugins: Mapping[str, PluginConfig] = field(default_factory=lambda: MappingProxyType({}))
     # Where top-level keys and plugin sections start (line, column), for messages about them.
     # Not part of equality: moving a line is not a change of configuration.
@@ -332,6 +383,10 @@ class Agent:
             voice=VoiceConfig.from_dict(raw["voice"]) if "voice" in raw else None,
             memory=MemoryConfig.from_dict(raw.get("memory", {})),
             restart=RestartPolicy.from_dict(raw.get("restart", {})),
+            tools=MappingProxyType(
+                {n: ToolServerConfig.from_dict(n, t) for n, t in raw.get("tools", {}).items()}
+            ),
+            tool_steps=int(raw.get("tool_steps", 5)),
             plugins=MappingProxyType(plugins),
             locations=MappingProxyType(dict(locations or {})),
         )

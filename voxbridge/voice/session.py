@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..brain import Message, Think
+from ..brain import Answer, Message, Think, ToolUse
 from ..config.model import VoiceConfig, reveal
 from ..errors import BrainError
 from ..memory import Conversation, Exchange
@@ -54,6 +54,8 @@ __all__ = ["CANT_ANSWER", "CANT_HEAR", "Speaker", "VoiceSession"]
 log = logging.getLogger("voxbridge.voice")
 
 CANT_ANSWER = "Sorry, I can't answer right now. Please try again in a moment."
+FILLER = "One moment, let me check."
+FILLER_AFTER = 1.0  # seconds a tool may keep the answer waiting before the filler is said
 CANT_HEAR = "Sorry, I couldn't make that out: my speech recognition is not working."
 _SENTENCES = 16  # sentences the brain may run ahead of the voice
 _AUDIO = 64  # pieces of synthesized audio the TTS may run ahead of playback
@@ -135,6 +137,27 @@ class _Heard:
                 break
             parts.append(sentence)
         return " ".join(parts)
+
+
+class _Filler:
+    """A few words while a tool keeps the answer waiting: said once per answer, when a tool
+    has run for :data:`FILLER_AFTER` with no text yet; not remembered in the history."""
+
+    def __init__(self, out: trio.MemorySendChannel[tuple[str, bool]]) -> None:
+        self._out = out
+        self.scope = trio.CancelScope()
+        self._armed = False
+
+    def heard(self, use: ToolUse, answer: Answer, nursery: trio.Nursery) -> None:
+        if use.state == "start" and not self._armed and not answer.text:
+            self._armed = True
+            nursery.start_soon(self._say, answer)
+
+    async def _say(self, answer: Answer) -> None:
+        with self.scope:
+            await trio.sleep(FILLER_AFTER)
+            if answer.running_tools() and not answer.text:
+                await self._out.send((FILLER, False))
 
 
 class VoiceSession:
@@ -415,15 +438,33 @@ class VoiceSession:
                 self._session_id, who.user_id, who.name, exchange.question, person=who.person
             )
             turns = exchange.context(self._history())
+            filler = _Filler(out)
+            failure: BrainError | None = None
             try:
-                async with self._think(message, turns, stored=exchange.stored) as answer:
-                    async for delta in answer:
-                        if first:
-                            self._observe("voice_think", trio.current_time() - started)
-                            first = False
-                        await self._out.event({"type": "delta", "text": delta})
-                        for sentence in splitter.feed(delta):
-                            await out.send((sentence, True))
+                async with (
+                    self._think(message, turns, stored=exchange.stored) as answer,
+                    trio.open_nursery() as nursery,
+                ):
+                    try:
+                        async for delta in answer.events():
+                            if isinstance(delta, ToolUse):
+                                filler.heard(delta, answer, nursery)
+                                await self._out.event(
+                                    {"type": "tool", "name": delta.name, "state": delta.state}
+                                )
+                                continue
+                            filler.scope.cancel()
+                            if first:
+                                self._observe("voice_think", trio.current_time() - started)
+                                first = False
+                            await self._out.event({"type": "delta", "text": delta})
+                            for sentence in splitter.feed(delta):
+                                await out.send((sentence, True))
+                    except BrainError as exc:  # raised below, outside the nursery: not a group
+                        failure = exc
+                    filler.scope.cancel()
+                if failure is not None:
+                    raise failure
             except BrainError as exc:
                 await self._failed(str(exc))
                 rest = splitter.flush()
