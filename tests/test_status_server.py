@@ -283,6 +283,16 @@ def test_status_cli_table_json_and_errors(tmp_path: Path) -> None:
     trio.run(main)
 
 
+def _table_printed(out: bytes, json_out: bool) -> bool:
+    if not json_out:
+        return b"memory:" in out  # the table's last line
+    try:
+        json.JSONDecoder().raw_decode(out.decode())
+    except ValueError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("follow_json", [False, True])
 async def test_status_follow_streams_changes(tmp_path: Path, follow_json: bool) -> None:
     async with trio.open_nursery() as nursery:
@@ -294,7 +304,10 @@ async def test_status_follow_streams_changes(tmp_path: Path, follow_json: bool) 
         assert proc.stdout is not None
         out = b""
         with trio.fail_after(15):
-            await trio.sleep(1.0)  # let it connect (the table is printed first)
+            # the table is printed once the changes are subscribed to: from then on nothing is
+            # missed, however slowly the command started
+            while not _table_printed(out, follow_json):
+                out += await proc.stdout.receive_some()
             write(tmp_path, "late.yaml", "plugins:\n  echo: {}\n")
             while b"late" not in out or b"running" not in out:
                 out += await proc.stdout.receive_some()

@@ -158,7 +158,17 @@ def show_status(url: str, token: str | None, *, json_out: bool, follow: bool) ->
     """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = url.rstrip("/")
-    body = _get_agents(base, headers)
+    body = _get_agents(base, headers)  # a clear error when the server cannot be reached
+    if follow:
+        import trio
+
+        trio.run(_follow, base, headers, json_out)
+    else:
+        _print_table(body, json_out)
+    return 0
+
+
+def _print_table(body: dict[str, Any], json_out: bool) -> None:
     agents = body["agents"]
     sys.stdout.write(
         json.dumps(agents, indent=2) + "\n"
@@ -166,19 +176,18 @@ def show_status(url: str, token: str | None, *, json_out: bool, follow: bool) ->
         else table(agents) + memory_text(body.get("memory"))
     )
     sys.stdout.flush()
-    if follow:
-        import trio
-
-        trio.run(_follow, base, token, json_out)
-    return 0
 
 
-async def _follow(base: str, token: str | None, json_out: bool) -> None:
+async def _follow(base: str, headers: dict[str, str], json_out: bool) -> None:
+    """The table, then each change: subscribed before the table is read, so that a change made
+    while it is read is printed after it, not lost between the two."""
+    import trio
     from trio_websocket import open_websocket_url
 
     ws_url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else None
-    async with open_websocket_url(ws_url + "/api/events", extra_headers=headers) as ws:
+    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()] or None
+    async with open_websocket_url(ws_url + "/api/events", extra_headers=extra) as ws:
+        _print_table(await trio.to_thread.run_sync(_get_agents, base, headers), json_out)
         while True:
             event = json.loads(await ws.get_message())
             if json_out:
