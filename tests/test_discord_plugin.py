@@ -406,7 +406,9 @@ async def test_long_replies_go_on_in_a_new_message(tmp_path: Path) -> None:
         await rig.discord.wait_until(lambda: words() == ["word"] * 500, limit_s=10)
         first, second = rig.discord.messages_in(channel, "tok-a")
         assert len(first["content"]) <= 2000 and len(second["content"]) <= 2000
-        assert "message_reference" in first and "message_reference" not in second
+        # Each page replies to the one before: a reply to the last brings the whole answer back.
+        assert first["message_reference"]["message_id"] != second["message_reference"]["message_id"]
+        assert second["message_reference"]["message_id"] == first["id"]
         assert rig.discord.fastest_rewrite() >= 0.9
         nursery.cancel_scope.cancel()
 

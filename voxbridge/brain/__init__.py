@@ -15,13 +15,14 @@ Leaving the block (or being cancelled) closes the HTTP request at once.
 
 from .answer import Answer, Ready, Think, think
 from .llm import LLMClient
-from .messages import Message, Turn
+from .messages import Image, Message, Turn
 from .n8n import N8nClient, parse_n8n
 from .retry import MAX_TRIES
 
 __all__ = [
     "MAX_TRIES",
     "Answer",
+    "Image",
     "LLMClient",
     "Message",
     "N8nClient",

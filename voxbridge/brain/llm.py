@@ -92,8 +92,10 @@ class LLMClient:
         headers = {"Accept": "text/event-stream, application/json"}
         if llm.api_key is not None:
             headers["Authorization"] = f"Bearer {llm.api_key.reveal()}"
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages += [{"role": t.role, "content": t.content} for t in history]
+        messages: list[dict[str, Any]] = (
+            [{"role": "system", "content": system_prompt}] if system_prompt else []
+        )
+        messages += [{"role": t.role, "content": _content(t)} for t in history]
         model = reveal(llm.model)
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if llm.temperature is not None:
@@ -153,6 +155,15 @@ class LLMClient:
             ),
         )
         return whole[0] if whole else None
+
+
+def _content(turn: Turn) -> str | list[dict[str, Any]]:
+    """A turn's ``content``: its text, or with images OpenAI's content parts (text first)."""
+    if not turn.images:
+        return turn.content
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn.content}] if turn.content else []
+    parts += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in turn.images]
+    return parts
 
 
 async def _refusal(

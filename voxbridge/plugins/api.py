@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 import trio
@@ -49,6 +49,8 @@ __all__ = [
     "WebEndpoints",
     "installed_plugins",
 ]
+
+T = TypeVar("T")
 
 
 class Fleet(Protocol):
@@ -88,6 +90,11 @@ class Fleet(Protocol):
 
     def provide(self, agent_id: str, name: str, service: object | None) -> None:
         """Publish (or, with None, withdraw) a running actor's service."""
+        ...
+
+    def lasting(self, agent_id: str, name: str, make: Callable[[], T]) -> T:
+        """The agent's object ``name``, made by ``make()`` on first use and kept by the runtime
+        across restarts of the agent's actors (see Context.lasting)."""
         ...
 
 
@@ -156,6 +163,13 @@ class Context:
     def observe(self, name: str, seconds: float) -> None:
         """Record a duration in the fleet-wide histogram ``name`` (``brain``: answer time)."""
         self._observe(name, seconds)
+
+    def lasting(self, name: str, make: Callable[[], T]) -> T:
+        """State of this agent that outlives this actor: ``make()``'s result the first time,
+        the same object afterwards — after a restart of the actor too (an edit of its section,
+        a crash), for as long as the process runs. ``name`` is the plugin's to choose
+        (``discord.limits``); what is kept must not hold the actor's resources."""
+        return self.fleet.lasting(self.agent_id, name, make)
 
     @contextlib.contextmanager
     def provide(self, service: object) -> Iterator[None]:
