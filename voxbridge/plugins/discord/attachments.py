@@ -108,7 +108,7 @@ def prepare_image(data: bytes) -> Image | str:
             with PILImage.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    return f"too large ({width}×{height} pixels)"
+                    return "too large (too many pixels)"
                 mime = _SENDABLE.get(img.format or "")
                 animated = bool(getattr(img, "is_animated", False))
                 if (
@@ -121,8 +121,9 @@ def prepare_image(data: bytes) -> Image | str:
                 img.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decoded at a smaller scale
                 img.thumbnail((MAX_SIDE, MAX_SIDE))  # (the first frame of an animation)
                 return _encode(img)
-    except (OSError, ValueError, UnidentifiedImageError, PILImage.DecompressionBombError,
-            PILImage.DecompressionBombWarning):  # fmt: skip
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        return "too large (too many pixels)"
+    except (OSError, ValueError, UnidentifiedImageError):
         return "not an image that can be read"
 
 

@@ -1,0 +1,381 @@
+"""Discord like the best bots (SPEC §16), end to end: the real runtime and disnake against the
+fake Discord (attachments over HTTP, replies, roles, threads, DMs) and the fake LLM."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from PIL import Image as PILImage
+
+from tests.fake_brains import Plan
+from tests.fake_discord import Upload
+from tests.runtime_helpers import wait_until
+from tests.test_discord_plugin import ANN, GENERAL, GUILD, OTHER, Rig, ready
+from voxbridge.plugins.discord.attachments import MAX_SIDE
+from voxbridge.runtime.state import ActorState
+
+BOB, CAROL = 880000000000007002, 880000000000007003  # ids a file may list
+ROLE = 880000000000000010
+THREAD = 880000000000000020
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", (width, height), "blue").save(out, "PNG")
+    return out.getvalue()
+
+
+def texts(request: dict[str, Any]) -> list[str]:
+    """Each message's text (a content-parts message: its text part)."""
+    found = []
+    for m in request["messages"]:
+        if m["role"] == "system":
+            continue
+        content = m["content"]
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content)
+        found.append(content)
+    return found
+
+
+def images(request: dict[str, Any]) -> list[PILImage.Image]:
+    """The images a request shows, decoded from their data URLs."""
+    found = []
+    for m in request["messages"]:
+        if isinstance(m["content"], list):
+            for part in m["content"]:
+                if part["type"] == "image_url":
+                    data = part["image_url"]["url"].split(",", 1)[1]
+                    found.append(PILImage.open(io.BytesIO(base64.b64decode(data))))
+    return found
+
+
+async def say(rig: Rig, text: str, author: int, name: str, **kw: Any) -> dict[str, Any]:
+    """A message to bot A in a guild channel (GENERAL unless said)."""
+    kw.setdefault("guild_id", GUILD)
+    kw.setdefault("channel_id", GENERAL)
+    return await rig.discord.send_message(
+        "tok-a", content=text, author_id=author, author_name=name, **kw
+    )
+
+
+async def test_images_text_files_and_other_attachments(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.discord.add_bot("tok-b", user_id=102, name="BotB")
+    notes = "line one\nline two ü"
+    files = [
+        Upload("big.png", png(3000, 2000), "image/png", 3000, 2000),
+        Upload("notes.txt", notes.encode(), "text/plain; charset=utf-8"),
+        Upload("report.pdf", b"%PDF-1.7 " + b"x" * 3000, "application/pdf"),
+        Upload("huge.log", b"y" * (100 * 1024 + 1), None),
+    ]
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a")
+        rig.agent("b", "tok-b", extra="history: 4\n").write_text(
+            (tmp_path / "agents.d" / "b.yaml")
+            .read_text()
+            .replace("timeout: 5s}", "timeout: 5s, vision: false}")
+        )
+        await rig.start(nursery)
+        await ready(rig, "a")
+        await ready(rig, "b")
+        await rig.discord.send_message(
+            "tok-a", content="what is this?", author_id=ANN, author_name="ann", attachments=files
+        )
+        await rig.llm.wait_requests(1)
+        (question,) = rig.llm.requests[0]["messages"]
+        text = question["content"][0]["text"]
+        assert text == (
+            "what is this?\n"
+            "[image: big.png]\n"
+            f"[file: notes.txt]\n{notes}\n[end of notes.txt]\n"
+            "[file: report.pdf, 2.9 KB — not read: only images and text files are read]\n"
+            "[file: huge.log, 100.0 KB — not read: text files over 100 KB are not read]"
+        )
+        (shown,) = images(rig.llm.requests[0])
+        assert shown.size == (MAX_SIDE, MAX_SIDE * 2 // 3)  # downscaled
+        # The next question's history holds the image by reference: its name, no pixels.
+        await rig.discord.send_message(
+            "tok-a", content="and now?", author_id=ANN, author_name="ann"
+        )
+        await rig.llm.wait_requests(2)
+        history = rig.llm.requests[1]["messages"]
+        assert history[0] == {"role": "user", "content": text}
+        assert [m["content"] for m in history[1:]] == ["hello from the llm", "and now?"]
+        # Each file was downloaded once, from the CDN.
+        downloads = [r.path for r in rig.discord.requests if r.path.startswith("/attachments/")]
+        assert sorted(p.rsplit("/", 1)[1] for p in downloads) == ["big.png", "notes.txt"]
+
+        # vision: false — the image is named, not downloaded, not shown.
+        await rig.discord.send_message(
+            "tok-b", content="look", author_id=ANN, author_name="ann", attachments=files[:1]
+        )
+        await rig.llm.wait_requests(3)
+        assert rig.llm.requests[2]["messages"][-1] == {
+            "role": "user",
+            "content": "look\n[image: big.png — not looked at: this agent does not see images]",
+        }
+        assert len([r for r in rig.discord.requests if r.path.startswith("/attachments/")]) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_brings_its_chain_and_continues_the_exchange(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.llm.plan = Plan(
+        [
+            {"reply": "Paris."},
+            {"reply": "ok"},
+            {"reply": "ok"},
+            {"reply": "About 2 million."},
+            {"reply": "Fewer."},
+        ]
+    )
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", channels=f'["{GENERAL}"]', extra="default: true\nhistory: 5\n")
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+
+        def bot_said(text: str) -> dict[str, Any]:
+            found = [m for m in rig.discord.messages_in(GENERAL, "tok-a") if m["content"] == text]
+            return found[0] if found else {}
+
+        first = await say(rig, "capital of France?", ANN, "Ann")
+        await rig.discord.wait_until(lambda: bool(bot_said("Paris.")))
+        # The channel moves on: Bob talks about other things, and is answered.
+        for n in (1, 2):
+            await say(rig, f"unrelated {n}", BOB, "Bob")
+            await rig.llm.wait_requests(1 + n)
+        second = await say(
+            rig, "how many people live there?", ANN, "Ann", reply_to=bot_said("Paris.")
+        )
+        await rig.llm.wait_requests(4)
+        # The chain, not the channel's latest turns: the exchange goes on.
+        assert texts(rig.llm.requests[3]) == [
+            "capital of France?",
+            "Paris.",
+            "how many people live there?",
+        ]
+        await rig.discord.wait_until(lambda: bool(bot_said("About 2 million.")))
+        # A restart of the bot (an edit of its section) empties disnake's message cache.
+        key = ("a", "discord")
+        before = rt.table.get(key)
+        assert before is not None
+        path = tmp_path / "agents.d" / "a.yaml"
+        path.write_text(path.read_text().replace(f'["{GENERAL}"]', f'["{GENERAL}", "{OTHER}"]'))
+        await rt.reconciler.apply_paths([path])
+
+        def restarted() -> bool:
+            now = rt.table.get(key)
+            return now is not None and now.since > before.since and now.state == ActorState.RUNNING
+
+        await wait_until(rt, restarted)
+        fetched = len(rig.discord.requests)
+        await say(rig, "and in 1900?", ANN, "Ann", reply_to=bot_said("About 2 million."))
+        await rig.llm.wait_requests(5)
+        assert texts(rig.llm.requests[4]) == [
+            "capital of France?",
+            "Paris.",
+            "how many people live there?",
+            "About 2 million.",
+            "and in 1900?",
+        ]
+        # Discord sent the answer replied to; the rest was fetched, the question before it
+        # bringing the answer it replied to (Discord sends one level of a chain at a time).
+        gets = [r.path for r in rig.discord.requests[fetched:] if r.method == "GET"]
+        assert gets == [f"/channels/{GENERAL}/messages/{m['id']}" for m in (second, first)]
+        # Memory kept each exchange once, in the channel's conversation.
+        await rig.discord.wait_until(lambda: bool(bot_said("Fewer.")))
+        with trio.fail_after(5):
+            await rt.memory.settle()
+        conversation = await rt.memory.of("a").conversation(f"discord:{GENERAL}")
+        said = [t.content for t in conversation.turns]
+        assert said.count("capital of France?") == 1 and said.count("Paris.") == 1
+        assert said[-2:] == ["and in 1900?", "Fewer."]
+        assert len(said) == 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_to_someone_elses_image_shows_it_and_names_them(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", extra="default: true\n")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        # Ann posts a picture where the bot does not answer (not a watched channel)...
+        cat = Upload("cat.png", png(40, 30), "image/png")
+        posted = await say(rig, "my cat", ANN, "Ann", channel_id=OTHER, attachments=[cat])
+        # ...Bob replies to it, asking the bot.
+        await say(
+            rig,
+            "<@101> what colour?",
+            BOB,
+            "Bob",
+            channel_id=OTHER,
+            reply_to=posted,
+            mentions=[101],
+        )
+        await rig.llm.wait_requests(1)
+        request = rig.llm.requests[0]
+        assert texts(request) == ["Ann: my cat\n[image: cat.png]", "what colour?"]
+        (shown,) = images(request)
+        assert shown.size == (40, 30)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_thread_is_its_own_conversation(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", channels=f'["{GENERAL}"]', extra="default: true\n")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        await say(rig, "in the channel", ANN, "Ann")
+        await rig.llm.wait_requests(1)
+        rig.discord.add_thread(GUILD, GENERAL, THREAD, "a thread")
+        # The thread of a watched channel is watched too; its conversation starts afresh.
+        await say(rig, "in the thread", ANN, "Ann", channel_id=THREAD)
+        await rig.llm.wait_requests(2)
+        assert texts(rig.llm.requests[1]) == ["in the thread"]
+        await rig.discord.wait_until(lambda: rig.discord.shown(THREAD, "tok-a") != "")
+        await say(rig, "again in the thread", ANN, "Ann", channel_id=THREAD)
+        await rig.llm.wait_requests(3)
+        assert texts(rig.llm.requests[2]) == [
+            "in the thread",
+            "hello from the llm",
+            "again in the thread",
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_channel_answers_people_side_by_side(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    slow = {"chunks": [f"a{n} " for n in range(8)], "chunk_delay": 0.25}  # 1.75 s
+    rig.llm.plan = Plan([slow, {"reply": "b0"}, {"reply": "a1"}, {"reply": "b1"}])
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", channels=f'["{GENERAL}"]', extra="default: true\n")
+        await rig.start(nursery)
+        await ready(rig, "a")
+        await say(rig, "ann 0", ANN, "Ann")
+        await rig.llm.wait_requests(1)
+        await say(rig, "ann 1", ANN, "Ann")  # waits for Ann's first answer
+        await say(rig, "bob 0", BOB, "Bob")  # answered at once, beside it
+        await rig.llm.wait_requests(2)
+        assert texts(rig.llm.requests[1])[-1] == "bob 0"
+        await rig.discord.wait_until(lambda: "b0" in rig.discord.shown(GENERAL, "tok-a"))
+        assert rig.llm.chunks_sent < 8 + 1  # Ann's answer is still streaming
+        await rig.llm.wait_requests(3)
+        # Ann's second message went to the LLM once her first answer was complete, and the
+        # history reads as whole exchanges in the order they were asked.
+        assert texts(rig.llm.requests[2]) == [
+            "ann 0",
+            "a0 a1 a2 a3 a4 a5 a6 a7",
+            "bob 0",
+            "b0",
+            "ann 1",
+        ]
+        assert rig.llm.times[2] > rig.llm.first_chunk_at[0] + 1.5
+        nursery.cancel_scope.cancel()
+
+
+async def test_who_may_talk(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    rig.discord.add_role(GUILD, ROLE, "members")
+    rig.discord.add_thread(GUILD, GENERAL, THREAD, "a thread")
+    access = (
+        f"    allow: {{roles: ['{ROLE}'], channels: ['{GENERAL}']}}\n"
+        f"    block: {{users: ['{BOB}']}}\n"
+        "    dms: false\n"
+    )
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a", channels=f'["{GENERAL}", "{OTHER}"]', extra="default: true\n")
+        path = tmp_path / "agents.d" / "a.yaml"
+        path.write_text(path.read_text() + access)
+        rt = await rig.start(nursery)
+        await ready(rig, "a")
+        await say(rig, "no role", CAROL, "Carol")
+        await say(rig, "blocked", BOB, "Bob", roles=[ROLE])
+        await say(rig, "not this channel", ANN, "Ann", roles=[ROLE], channel_id=OTHER)
+        await rig.discord.send_message("tok-a", content="a DM", author_id=ANN, author_name="Ann")
+        await say(rig, "in the thread", ANN, "Ann", roles=[ROLE], channel_id=THREAD)
+        await say(rig, "allowed", ANN, "Ann", roles=[ROLE])
+        await rig.llm.wait_requests(2)
+        await rig.discord.wait_until(lambda: rig.discord.shown(GENERAL, "tok-a") != "")
+        assert sorted(texts(r)[-1] for r in rig.llm.requests) == ["allowed", "in the thread"]
+        assert rt.table.counters(("a", "discord"))["messages_refused"] == 4
+        assert len(rig.replies(GENERAL)) == 1 and len(rig.replies(OTHER)) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_limits_per_user_survive_a_restart_of_the_bot(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        limits = "    limits: {per_user: 2/min}\n"
+        path = rig.agent("a", "tok-a")
+        path.write_text(path.read_text() + limits)
+        rt = await rig.start(nursery, listen="127.0.0.1:0")
+        await ready(rig, "a")
+
+        async def dm(text: str, author: int = ANN) -> int:
+            message = await rig.discord.send_message(
+                "tok-a", content=text, author_id=author, author_name="someone"
+            )
+            return int(message["channel_id"])
+
+        channel = await dm("one")
+        await rig.llm.wait_requests(1)
+        await dm("two")
+        await rig.llm.wait_requests(2)
+        await rig.discord.wait_until(lambda: len(rig.replies(channel)) == 2)
+        await dm("three")
+        await rig.discord.wait_until(lambda: len(rig.replies(channel)) == 3)
+        told = rig.replies(channel)[2].json["content"]
+        assert told.startswith("⏳ You've reached my limit of 2/min messages. Please come back in")
+        await dm("four")  # told once already: no second reply
+        bob = await dm("hi", BOB)  # Bob has his own allowance
+        await rig.llm.wait_requests(3)
+        await rig.discord.wait_until(lambda: len(rig.replies(bob)) == 1)
+        assert len(rig.replies(channel)) == 3
+
+        # An edit of the discord section restarts the bot: Ann's allowance is still spent.
+        key = ("a", "discord")
+        before = rt.table.get(key)
+        assert before is not None
+        path.write_text(path.read_text().replace("channels: []", f"channels: ['{OTHER}']"))
+        await rt.reconciler.apply_paths([path])
+
+        def restarted() -> bool:
+            now = rt.table.get(key)
+            return now is not None and now.since > before.since and now.state == ActorState.RUNNING
+
+        await wait_until(rt, restarted)
+        await dm("five")  # refused (and not told again: she was told when to come back)
+        await dm("hi again", BOB)  # after Ann's, in the gateway's order: she was seen first
+        await rig.discord.wait_until(lambda: len(rig.replies(bob)) == 2)
+        assert [texts(r)[-1] for r in rig.llm.requests] == ["one", "two", "hi", "hi again"]
+        assert len(rig.replies(channel)) == 3
+        assert rt.table.counters(key)["messages_limited"] == 3
+        async with httpx.AsyncClient(base_url=str(rt.status_url)) as http:
+            metrics = (await http.get("/metrics")).text
+        assert (
+            'voxbridge_actor_counter_total{agent="a",counter="messages_limited",plugin="discord"} 3.0'
+            in metrics
+        )
+        nursery.cancel_scope.cancel()
