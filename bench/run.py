@@ -37,6 +37,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import busy_channel
 import discord_voice
 import load_files
 import memory
@@ -137,6 +138,33 @@ def bench_message_path(o: Options) -> Results:
         "message_overhead_memory_off_p50_ms": off[f"bots{bots}_overhead_p50_ms"],
         "message_overhead_memory_off_p95_ms": off[f"bots{bots}_overhead_p95_ms"],
     }
+
+
+def bench_busy_channel(o: Options) -> Results:
+    """Bob's question while Ann's answer streams, beside voxbridge before issue 19 (quick:
+    fewer trials, half-second answers)."""
+    trials, baseline, answer = (20, 2, 0.5) if o.quick else (200, 10, 3.0)
+    with streaming.checkout(busy_channel.BASELINE_REV) as before:
+        return trio.run(busy_channel.measure, trials, baseline, answer, before)
+
+
+def _busy_row(r: Results, quick: bool) -> list[Row]:
+    key = "busy_channel_second_post_overhead"
+    before = (
+        f"one answer at a time {r[f'{key}_baseline_p50_ms']:,.0f} / "
+        f"{r[f'{key}_baseline_p95_ms']:,.0f} ({r['busy_channel_answer_s']:g} s answers)"
+        if f"{key}_baseline_p50_ms" in r
+        else "(baseline revision not found)"
+    )
+    return [
+        (
+            "Discord busy channel: a second person's question while an answer streams → "
+            "their first text, less the LLM's, p50 / p95 (ms)",
+            f"{r[f'{key}_p50_ms']:.2f} / {r[f'{key}_p95_ms']:.2f}",
+            before,
+            "goal p95 ≤ 10",
+        )
+    ]
 
 
 def bench_streaming(o: Options) -> Results:
@@ -302,6 +330,7 @@ BENCHES: tuple[Bench, ...] = (
             ),
         ],
     ),
+    Bench("busy_channel", bench_busy_channel, _busy_row),
     Bench(
         "voice",
         lambda o: trio.run(voice.measure, voice.QUICK if o.quick else voice.FULL),

@@ -212,6 +212,7 @@ def _make_bot(
                 to_trio(token, functools.partial(rooms.presence, guild_id, channel.id, people))
 
     access = Access.from_settings(ctx.config.settings)
+    everyone = access.open  # then a message needs no look at its roles and channels
     roles = bool(access.allow_roles or access.block_roles)
 
     @bot.event
@@ -232,7 +233,7 @@ def _make_bot(
         if not (addressed or channel.id in watched or parent in watched):
             return
         where = None
-        if not access.open:
+        if not everyone:
             category = getattr(channel, "category_id", None) or getattr(
                 getattr(channel, "parent", None), "category_id", None
             )
