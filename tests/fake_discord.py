@@ -435,6 +435,10 @@ class FakeDiscord:
         await self.wait_until(match, limit_s)
         return found[0]
 
+    def delete(self, message: Json) -> None:
+        """Delete a message, as its author or a moderator would (no event is sent)."""
+        del self._messages[int(message["id"])]
+
     def messages_in(self, channel_id: int, bot: BotAccount | str | None = None) -> list[Json]:
         """The messages of a channel as they stand now (edits applied), oldest first; with
         ``bot``, only those it wrote."""
@@ -863,8 +867,9 @@ class FakeDiscord:
         guild_id = self._channels[channel_id].guild_id
         if guild_id is not None:
             reference["guild_id"] = str(guild_id)
-        shown = {k: v for k, v in replied_to.items() if k != "referenced_message"}
-        return {"type": 19, "message_reference": reference, "referenced_message": shown}
+        stored = self._messages.get(int(replied_to["id"]))  # null once deleted, as on Discord
+        shown = {k: v for k, v in (stored or {}).items() if k != "referenced_message"}
+        return {"type": 19, "message_reference": reference, "referenced_message": shown or None}
 
     def _channel_payload(self, channel: _Channel) -> Json:
         if channel.guild_id is None:

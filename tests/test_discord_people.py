@@ -204,6 +204,24 @@ async def test_a_reply_brings_its_chain_and_continues_the_exchange(tmp_path: Pat
         nursery.cancel_scope.cancel()
 
 
+async def test_a_reply_to_a_deleted_message_falls_back_to_the_channel(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        _, channel = await rig.dm_bot_a(nursery, "first")
+        await rig.discord.wait_until(lambda: rig.discord.shown(channel, "tok-a") != "")
+        (answer,) = rig.discord.messages_in(channel, "tok-a")
+        rig.discord.delete(answer)
+        await rig.discord.send_message(
+            "tok-a", content="second", author_id=ANN, author_name="ann", reply_to=answer
+        )
+        await rig.llm.wait_requests(2)
+        assert texts(rig.llm.requests[1]) == ["first", "hello from the llm", "second"]
+        fetch = [r for r in rig.discord.requests if r.method == "GET" and "/messages/" in r.path]
+        assert [r.status for r in fetch] == [404]  # tried, then the chain ended there
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_reply_to_someone_elses_image_shows_it_and_names_them(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
