@@ -60,26 +60,22 @@ async def _trial(
 ) -> float:
     """One trial in ``channel``; Bob's first post less the LLM's time to his first chunk (s)."""
     asked = len(llm.requests)
-    await discord.send_message(
-        token,
-        content=f"<@{bot_id}> tell me a long story",
-        author_id=ANN,
-        author_name="ann",
-        guild_id=GUILD,
-        channel_id=channel,
-        mentions=[bot_id],
-    )
+
+    async def ask(author: int, name: str, text: str) -> dict[str, Any]:
+        return await discord.send_message(
+            token,
+            content=f"<@{bot_id}> {text}",
+            author_id=author,
+            author_name=name,
+            guild_id=GUILD,
+            channel_id=channel,
+            mentions=[bot_id],
+        )
+
+    await ask(ANN, "ann", "tell me a long story")
     await discord.wait_until(lambda: len(llm.first_chunk_at) > asked, limit_s=30)
     sent = time.perf_counter()
-    bob: dict[str, Any] = await discord.send_message(
-        token,
-        content=f"<@{bot_id}> quick question",
-        author_id=BOB,
-        author_name="bob",
-        guild_id=GUILD,
-        channel_id=channel,
-        mentions=[bot_id],
-    )
+    bob = await ask(BOB, "bob", "quick question")
 
     def answered() -> bool:
         return any(_replies_to(r.json, bob["id"]) for r in discord.requests if r.method == "POST")

@@ -14,10 +14,8 @@ from PIL import Image as PILImage
 
 from tests.fake_brains import Plan
 from tests.fake_discord import Upload
-from tests.runtime_helpers import wait_until
 from tests.test_discord_plugin import ANN, GENERAL, GUILD, OTHER, Rig, ready
 from voxbridge.plugins.discord.attachments import MAX_SIDE
-from voxbridge.runtime.state import ActorState
 
 BOB, CAROL = 880000000000007002, 880000000000007003  # ids a file may list
 ROLE = 880000000000000010
@@ -166,18 +164,7 @@ async def test_a_reply_brings_its_chain_and_continues_the_exchange(tmp_path: Pat
         ]
         await rig.discord.wait_until(lambda: bool(bot_said("About 2 million.")))
         # A restart of the bot (an edit of its section) empties disnake's message cache.
-        key = ("a", "discord")
-        before = rt.table.get(key)
-        assert before is not None
-        path = tmp_path / "agents.d" / "a.yaml"
-        path.write_text(path.read_text().replace(f'["{GENERAL}"]', f'["{GENERAL}", "{OTHER}"]'))
-        await rt.reconciler.apply_paths([path])
-
-        def restarted() -> bool:
-            now = rt.table.get(key)
-            return now is not None and now.since > before.since and now.state == ActorState.RUNNING
-
-        await wait_until(rt, restarted)
+        await rig.restart_bot("a", f'["{GENERAL}"]', f'["{GENERAL}", "{OTHER}"]')
         fetched = len(rig.discord.requests)
         await say(rig, "and in 1900?", ANN, "Ann", reply_to=bot_said("About 2 million."))
         await rig.llm.wait_requests(5)
@@ -374,16 +361,7 @@ async def test_limits_per_user_survive_a_restart_of_the_bot(tmp_path: Path) -> N
 
         # An edit of the discord section restarts the bot: Ann's allowance is still spent.
         key = ("a", "discord")
-        before = rt.table.get(key)
-        assert before is not None
-        path.write_text(path.read_text().replace("channels: []", f"channels: ['{OTHER}']"))
-        await rt.reconciler.apply_paths([path])
-
-        def restarted() -> bool:
-            now = rt.table.get(key)
-            return now is not None and now.since > before.since and now.state == ActorState.RUNNING
-
-        await wait_until(rt, restarted)
+        await rig.restart_bot("a", "channels: []", f"channels: ['{OTHER}']")
         await dm("five")  # refused (and not told again: she was told when to come back)
         await dm("hi again", BOB)  # after Ann's, in the gateway's order: she was seen first
         await rig.discord.wait_until(lambda: len(rig.replies(bob)) == 2)

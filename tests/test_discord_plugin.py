@@ -83,6 +83,23 @@ class Rig:
         )
         return rt, int(msg["channel_id"])
 
+    async def restart_bot(self, agent_id: str, old: str, new: str) -> None:
+        """Replace ``old`` with ``new`` in the agent's discord section, and wait until that
+        edit has restarted its bot (an edit of the section restarts the actor)."""
+        rt, key = self.rt, (agent_id, "discord")
+        assert rt is not None
+        before = rt.table.get(key)
+        assert before is not None
+        path = self.tmp / "agents.d" / f"{agent_id}.yaml"
+        path.write_text(path.read_text().replace(old, new))
+        await rt.reconciler.apply_paths([path])
+
+        def restarted() -> bool:
+            now = rt.table.get(key)
+            return now is not None and now.since > before.since and now.state == ActorState.RUNNING
+
+        await wait_until(rt, restarted)
+
     def replies(self, channel: int, token: str | None = None) -> list[RecordedRequest]:
         return [
             r
