@@ -3,14 +3,16 @@ person's answer streams, until their first reply text is posted.
 
 In each trial, in a channel of its own, Ann asks (the LLM streams her answer slowly); as soon as
 the LLM sends her answer's first chunk, Bob asks, and the fake Discord records when his reply
-is posted. ``busy_channel_second_post_overhead_*`` is that time less the LLM's own time to
-Bob's first chunk: what voxbridge adds, waiting for Ann included. The baseline is voxbridge as
-it was before this issue (BASELINE_REV: one answer at a time per channel, so Bob waits for
-Ann's whole answer), on the same fakes in the same run, as a second bot.
+is posted; the next trial starts once Ann's answer is complete (one other answer streams at a
+time, not a pile of them). ``busy_channel_second_post_overhead_*`` is that time less the LLM's
+own time to Bob's first chunk: what voxbridge adds, waiting for Ann included. The baseline is
+voxbridge as it was before this issue (BASELINE_REV: one answer at a time per channel, so Bob
+waits for Ann's whole answer), on the same fakes in the same run, as a second bot.
 
 ``voxbridge run`` runs as subprocesses; the fakes and the clock live in this process.
 
-    python bench/busy_channel.py [--trials 200] [--baseline-trials 10] [--answer 3]
+    python bench/busy_channel.py [--trials 100] [--answer 1] [--baseline-trials 5]
+                                 [--baseline-answer 3]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ BASELINE_REV = "40d8b1c"
 GUILD = 880000000000000001
 ANN, BOB = 7001, 7002
 MS = 1000.0
+CHUNKS = 20  # in Ann's answer
 
 
 def _agent(root: Path, llm: FakeLLM, token: str) -> None:
@@ -59,7 +62,7 @@ async def _trial(
     discord: FakeDiscord, llm: FakeLLM, token: str, bot_id: int, channel: int
 ) -> float:
     """One trial in ``channel``; Bob's first post less the LLM's time to his first chunk (s)."""
-    asked = len(llm.requests)
+    asked, chunks_before = len(llm.requests), llm.chunks_sent
 
     async def ask(author: int, name: str, text: str) -> dict[str, Any]:
         return await discord.send_message(
@@ -86,6 +89,7 @@ async def _trial(
     )
     mine = asked + 1  # Bob's request is the one after Ann's
     llm_own = llm.first_chunk_at[mine] - llm.times[mine]
+    await llm.wait_chunks(chunks_before + CHUNKS + 2, limit_s=60)  # Ann's answer, and Bob's
     return (post.at - sent) - llm_own
 
 
@@ -95,18 +99,24 @@ def _replies_to(body: Any, message_id: str) -> bool:
 
 
 async def measure(
-    trials: int, baseline_trials: int, answer: float, before: Path | None
+    trials: int, answer: float, baseline_trials: int, baseline_answer: float, before: Path | None
 ) -> dict[str, float]:
     """Trials of voxbridge (and of BASELINE_REV, when checked out), each bot its own process,
-    both online on one fake Discord, asked in turn; Ann's answers take ``answer`` seconds."""
+    both online on one fake Discord, asked in turn; Ann's answers take ``answer`` seconds
+    (``baseline_answer`` for the baseline, whose figure is about that long)."""
     discord = FakeDiscord()
-    chunks = 20
-    slow = {"chunks": [f"w{n} " for n in range(chunks)], "chunk_delay": answer / (chunks - 1)}
+    runs = {"voxbridge": (trials, answer)}
+    if before:
+        runs["baseline"] = (baseline_trials, baseline_answer)
     quick = {"chunks": ["Sure: ", "42."], "chunk_delay": 0.001}
-    runs = {"voxbridge": trials, **({"baseline": baseline_trials} if before else {})}
-    llm = FakeLLM(Plan([step for _ in range(sum(runs.values()) + 1) for step in (slow, quick)]))
-    channels = iter(range(GUILD + 1000, GUILD + 1000 + sum(runs.values())))
-    discord.add_guild(GUILD, "Bench", list(range(GUILD + 1000, GUILD + 1000 + sum(runs.values()))))
+    steps = []
+    for count, seconds in runs.values():
+        slow = {"chunks": [f"w{n} " for n in range(CHUNKS)], "chunk_delay": seconds / CHUNKS}
+        steps += [slow, quick] * count
+    llm = FakeLLM(Plan(steps))
+    ids = list(range(GUILD + 1000, GUILD + 1000 + trials + baseline_trials))
+    discord.add_guild(GUILD, "Bench", ids)
+    channels = iter(ids)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as bots:
@@ -121,26 +131,28 @@ async def measure(
                 await bots.enter_async_context(voxbridge(root, *args, source=source))
             await discord.wait_until(lambda: all(discord.connected(t) for t in runs), limit_s=60)
             await trio.sleep(2.5)  # past guild_ready_timeout: READY for real
-            for n, (token, count) in enumerate(runs.items()):
+            for n, (token, (count, seconds)) in enumerate(runs.items()):
                 overhead = [
                     await _trial(discord, llm, token, 100 + n, next(channels)) for _ in range(count)
                 ]
                 key = "busy_channel_second_post_overhead" + ("_baseline" if n else "")
                 results[f"{key}_p50_ms"] = MS * statistics.median(overhead)
                 results[f"{key}_p95_ms"] = MS * pct(overhead, 95)
-            results["busy_channel_answer_s"] = answer
+                results[f"busy_channel{'_baseline' if n else ''}_answer_s"] = seconds
             nursery.cancel_scope.cancel()
     return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--baseline-trials", type=int, default=10)
-    ap.add_argument("--answer", type=float, default=3.0, help="seconds of Ann's answer")
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--answer", type=float, default=1.0, help="seconds of Ann's answer")
+    ap.add_argument("--baseline-trials", type=int, default=5)
+    ap.add_argument("--baseline-answer", type=float, default=3.0)
     args = ap.parse_args()
+    how = (args.trials, args.answer, args.baseline_trials, args.baseline_answer)
     with checkout(BASELINE_REV) as before:
-        r = trio.run(measure, args.trials, args.baseline_trials, args.answer, before)
+        r = trio.run(measure, *how, before)
     print(json.dumps({k: round(v, 3) for k, v in r.items()}))
 
 
