@@ -352,7 +352,9 @@ async def test_limits_per_user_survive_a_restart_of_the_bot(tmp_path: Path) -> N
         await dm("three")
         await rig.discord.wait_until(lambda: len(rig.replies(channel)) == 3)
         told = rig.replies(channel)[2].json["content"]
-        assert told.startswith("⏳ You've reached my limit of 2/min messages. Please come back in")
+        assert told.startswith(
+            "⏳ You've reached my limit of 2 messages a minute. Please come back in"
+        )
         await dm("four")  # told once already: no second reply
         bob = await dm("hi", BOB)  # Bob has his own allowance
         await rig.llm.wait_requests(3)

@@ -97,10 +97,15 @@ def test_a_burst_of_the_rate_then_one_per_interval() -> None:
 
 def test_the_limit_reply_says_when_to_come_back() -> None:
     assert slow_down(Rate(10, 60.0), 5.6) == (
-        "⏳ You've reached my limit of 10/min messages. Please come back in 6 seconds."
+        "⏳ You've reached my limit of 10 messages a minute. Please come back in 6 seconds."
     )
     assert slow_down(Rate(100, 86400.0), 3 * 3600).endswith("come back in 3 hours.")
-    assert slow_down(Rate(5, 3600.0), 600).endswith("come back in 10 minutes.")
+    assert slow_down(Rate(5, 3600.0), 600).endswith(
+        "5 messages an hour. Please come back in 10 minutes."
+    )
+    assert slow_down(Rate(1, 1.0), 1).startswith(
+        "⏳ You've reached my limit of 1 message a second."
+    )
 
 
 def _png(width: int, height: int, mode: str = "RGB") -> bytes:

@@ -85,7 +85,7 @@ def slow_down(rate: Rate, wait: float) -> str:
         when = f"{round(seconds / 60)} minutes"
     else:
         when = f"{round(seconds / 3600)} hours"
-    return f"⏳ You've reached my limit of {rate} messages. Please come back in {when}."
+    return f"⏳ You've reached my limit of {rate.words()}. Please come back in {when}."
 
 
 def _from_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> asyncio.Future[T]:

@@ -54,6 +54,11 @@ class Rate:
         unit = next(u for u, s in _UNITS.items() if s == self.period)
         return f"{self.count}/{unit}"
 
+    def words(self) -> str:
+        """``10 messages a minute``."""
+        unit = {1.0: "a second", 60.0: "a minute", 3600.0: "an hour", 86400.0: "a day"}
+        return f"{self.count} message{'s' if self.count != 1 else ''} {unit[self.period]}"
+
 
 class RateLimiter:
     """Per-person allowance at a :class:`Rate` (see the module's docstring). Not thread-safe:
