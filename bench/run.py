@@ -143,7 +143,7 @@ def bench_message_path(o: Options) -> Results:
 def bench_busy_channel(o: Options) -> Results:
     """Bob's question while Ann's answer streams, beside voxbridge before issue 19 (quick:
     fewer trials, shorter answers)."""
-    how = (10, 0.15, 2, 0.3) if o.quick else (100, 1.0, 5, 3.0)
+    how = (10, 0.1, 2, 0.2) if o.quick else (100, 1.0, 5, 3.0)
     with streaming.checkout(busy_channel.BASELINE_REV) as before:
         return trio.run(busy_channel.measure, *how, before)
 
