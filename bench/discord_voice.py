@@ -7,17 +7,21 @@ speech server and LLM faked in this process at fixed latencies (STT, LLM first w
 audio: 50 ms each). A fake person speaks espeak-ng speech into the channel in real time,
 Opus-encoded and DAVE- and transport-encrypted as Discord's clients and SFU do.
 
-* rx CPU per speaker: the subprocess's CPU time (user + system, every thread) while one person
-  talks without pause, less the same time in the call with nobody talking, as % of one core.
-  The speech recognizer hears nothing ("") so no answer is made: what is left is receiving —
-  UDP, transport decryption, DAVE decryption, the jitter buffer, Opus decoding (to 16 kHz), VAD.
+* rx CPU per speaker: the subprocess's CPU time (user + system, every thread) while people
+  talk without pause, less the same time in the call with nobody talking, as % of one core,
+  divided by the number talking: four people at once (each starting a few ms after the other,
+  as independent clients do), and beside it one person alone. The speech recognizer hears
+  nothing ("") so no answer is made: what is left is receiving — UDP, transport decryption, DAVE
+  decryption, the jitter buffer, Opus decoding (to 16 kHz), VAD.
 * added latency: per turn, the last RTP packet of the question (Discord's five silence frames
   included) → the first RTP packet of the answer, as seen by the fake; less the fakes' 150 ms and
   less the silence the turn detector waits for by design (``end_of_turn`` minus the 80 ms the
   silence frames took to arrive, which count toward it). Beside it, the server's own measure of
   the part after the turn was detected (the ``voice_first_audio`` histogram, less the fakes).
 
-    python bench/discord_voice.py [--turns 20] [--seconds 20]
+    python bench/discord_voice.py [--turns 20] [--seconds 20] [--speakers 4] [--before REV]
+
+``--before REV`` measures voxbridge at REV (a temporary work tree) the same way, in the same run.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import free_port, pct, voxbridge, wait_ready
+from harness import ROOT, free_port, pct, voxbridge, wait_ready
+from streaming import checkout
 from voice import write_agent
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
@@ -49,7 +54,6 @@ from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import generate_key_pair
 
 MS = 1000.0
-FRAME = 640  # 20 ms at 16 kHz
 FAKE = 0.05  # each fake's own latency: STT, LLM first words, TTS first audio
 END_OF_TURN = 0.6
 # Discord's five silence frames after speech count toward end_of_turn. The fake sends each
@@ -58,6 +62,8 @@ END_OF_TURN = 0.6
 SILENCE_FRAMES = 0.08
 GUILD, TEXT, VOICE = 900000000000000001, 900000000000000002, 900000000000000003
 BOT, PERSON = 901, 902
+SPEAKERS = 4  # talking at once, for the CPU per speaker
+FRAME = 640  # 20 ms at 16 kHz
 QUESTION = "what is the weather like today"
 TALK = [
     "what is the weather like today",
@@ -73,23 +79,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass(frozen=True)
-class Call:
-    """How the call runs: ``turns`` questions (``question``), each heard out until the bot has
-    sent nothing for ``quiet`` seconds; CPU windows of ``seconds``; ``fake``, each fake's own
-    latency. (Not a shorter end_of_turn: the added latency measured changed with it.)"""
-
-    turns: int = 20
-    seconds: float = 20.0
-    question: str = QUESTION
-    quiet: float = 0.5
-    fake: float = FAKE
-
-
-FULL = Call()
-QUICK = Call(turns=3, seconds=2.0, question="what is the weather", quiet=0.3, fake=0.01)
-
-
 def _agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
     public = generate_key_pair(root / "keys", "bench")
     token = seal("bench-token", public.key, "plugins.discord.bot_token")
@@ -101,6 +90,25 @@ def _agent(root: Path, llm: FakeLLM, speech: FakeOpenAIAudio) -> None:
         f"plugins:\n  discord:\n    bot_token: {token}\n"
         f"    voice: {{channels: ['{VOICE}']}}\n",
     )
+
+
+@dataclass(frozen=True)
+class Call:
+    """How the call runs: ``turns`` questions (``question``), each heard out until the bot has
+    sent nothing for ``quiet`` seconds; CPU windows of ``seconds`` with ``speakers`` talking at
+    once; ``fake``, each fake's own latency. (Not a shorter end_of_turn: the added latency
+    measured changed with it.)"""
+
+    turns: int = 20
+    seconds: float = 20.0
+    question: str = QUESTION
+    quiet: float = 0.5
+    fake: float = FAKE
+    speakers: int = SPEAKERS
+
+
+FULL = Call()
+QUICK = Call(turns=2, seconds=1.5, question="what is the weather", quiet=0.3, fake=0.01)
 
 
 async def _quiet(discord: FakeDiscord, seconds: float) -> None:
@@ -120,9 +128,28 @@ async def _first_audio_sum(http: httpx.AsyncClient) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def measure(how: Call = FULL) -> dict[str, float]:
-    """The Discord voice keys (see :class:`Call`)."""
-    seconds, fake = how.seconds, how.fake
+async def _talking(discord: FakeDiscord, pid: int, people: list[int], seconds: float) -> float:
+    """CPU seconds of ``pid`` per second of speech while ``people`` talk at once, nonstop."""
+    talk = b"".join(say(line, pad=0.1) for line in TALK)
+    spoken = 0.0
+    before = _cpu_seconds(pid)
+    while spoken < seconds:  # the talk again and again, the last time cut short
+        pcm = talk[: max(FRAME, int((seconds - spoken) * 50) * FRAME)]
+        async with trio.open_nursery() as nursery:
+            for n, person in enumerate(people):
+                nursery.start_soon(_speak_after, discord, person, pcm, 0.007 * n)
+        spoken += len(pcm) / 2 / 16_000 + 0.1 + 0.007 * len(people)
+    return (_cpu_seconds(pid) - before) / spoken
+
+
+async def _speak_after(discord: FakeDiscord, person: int, pcm: bytes, delay: float) -> None:
+    await trio.sleep(delay)
+    await discord.voice.speak(person, pcm)
+
+
+async def measure(how: Call = FULL, source: Path = ROOT) -> dict[str, float]:
+    """The Discord voice keys (see :class:`Call`); voxbridge's code from ``source``."""
+    turns, seconds, speakers, fake = how.turns, how.seconds, how.speakers, how.fake
     discord = FakeDiscord()
     discord.add_guild(GUILD, "Guild", [TEXT], voice_channel_ids=[VOICE])
     discord.add_bot("bench-token", user_id=BOT, name="Talker")
@@ -132,7 +159,7 @@ async def measure(how: Call = FULL) -> dict[str, float]:
         tts=Plan([{"seconds": 0.3, "delay": fake, "chunk": 4800}]),
     )
     question = say(how.question, pad=0.0)  # a client sends only while its user speaks
-    talk = b"".join(say(line, pad=0.1) for line in TALK)
+    people = [PERSON + n for n in range(speakers)]
     latencies: list[float] = []
     server: list[float] = []  # end of turn (as the turn detector saw it) → first frame out
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,12 +173,16 @@ async def measure(how: Call = FULL) -> dict[str, float]:
             args = ["--discord-api-base", discord.base_url, "--listen", f"127.0.0.1:{port}"]
             args += ["--discord-ca-file", str(discord.voice.ca_file)]
             url = f"http://127.0.0.1:{port}"
-            async with voxbridge(root, *args) as proc, httpx.AsyncClient(base_url=url) as http:
+            async with (
+                voxbridge(root, *args, source=source) as proc,
+                httpx.AsyncClient(base_url=url) as http,
+            ):
                 await wait_ready(url)
                 await discord.wait_until(lambda: discord.connected("bench-token"), limit_s=60)
-                await discord.join_voice(PERSON, VOICE, name="Person")
+                for person in people:
+                    await discord.join_voice(person, VOICE, name=f"Person {person}")
                 await discord.voice.wait_for_dave(BOT, limit_s=60)
-                for n in range(how.turns + 1):  # the first warms up
+                for n in range(turns + 1):  # the first warms up
                     before = await _first_audio_sum(http)
                     await discord.voice.speak(PERSON, question)
                     ended = discord.voice.mark()
@@ -167,20 +198,16 @@ async def measure(how: Call = FULL) -> dict[str, float]:
                 await _quiet(discord, how.quiet)
                 idle_before = _cpu_seconds(proc.pid)
                 await trio.sleep(seconds)
-                idle = _cpu_seconds(proc.pid) - idle_before
-                talking_before = _cpu_seconds(proc.pid)
-                spoken = 0.0
-                while spoken < seconds:  # the talk again and again, the last time cut short
-                    pcm = talk[: max(FRAME, int((seconds - spoken) * 50) * FRAME)]
-                    await discord.voice.speak(PERSON, pcm)
-                    spoken += len(pcm) / 2 / 16_000 + 0.1
-                talking = _cpu_seconds(proc.pid) - talking_before
+                idle = (_cpu_seconds(proc.pid) - idle_before) / seconds
+                alone = await _talking(discord, proc.pid, people[:1], seconds)
+                together = await _talking(discord, proc.pid, people, seconds)
             nursery.cancel_scope.cancel()
     by_design = END_OF_TURN - SILENCE_FRAMES + 3 * fake
     added = [x - by_design for x in latencies]
     return {
-        "discord_voice_rx_cpu_per_speaker_pct": 100 * (talking / spoken - idle / seconds),
-        "discord_voice_idle_cpu_pct": 100 * idle / seconds,
+        "discord_voice_rx_cpu_per_speaker_pct": 100 * (together - idle) / speakers,
+        "discord_voice_rx_cpu_one_speaker_pct": 100 * (alone - idle),
+        "discord_voice_idle_cpu_pct": 100 * idle,
         "discord_voice_added_latency_p50_ms": MS * statistics.median(added),
         "discord_voice_added_latency_p95_ms": MS * pct(added, 95),
         "discord_voice_after_turn_p50_ms": MS * (statistics.median(server) - 3 * fake),
@@ -191,10 +218,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=FULL.turns)
     parser.add_argument("--seconds", type=float, default=FULL.seconds)
+    parser.add_argument("--speakers", type=int, default=SPEAKERS)
     parser.add_argument("--quick", action="store_true", help="as bench/run.py --quick runs it")
+    parser.add_argument("--before", metavar="REV", help="also measure voxbridge at REV")
     args = parser.parse_args()
-    how = QUICK if args.quick else Call(turns=args.turns, seconds=args.seconds)
+    how = (
+        QUICK
+        if args.quick
+        else Call(turns=args.turns, seconds=args.seconds, speakers=args.speakers)
+    )
     result = trio.run(measure, how)
+    with checkout(args.before) as before:
+        if before is not None:
+            then = trio.run(measure, how, before)
+            result.update({f"{key}_before": value for key, value in then.items()})
     for key, value in result.items():
         print(f"{key}: {value:.2f}")
     print(json.dumps(result))

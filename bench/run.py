@@ -9,7 +9,8 @@ the seed (VoxBridge 2.0) was slow.
 Baselines measured in the same run: the seed's sequential start-up model, a naive reload that
 re-reads every file, PyYAML alone for loading, an immediate-restart loop for a crash storm, the
 brain's own round trip for the message path, a plain asyncio bot for streamed replies, a model
-per stream for the VAD. Figures are medians (or the stated percentile).
+per stream for the VAD, the bare MCP round trip for a tool call. Figures are medians (or the
+stated percentile).
 
 Each benchmark is one :class:`Bench` below: its name, what it measures quick and in full, and
 its rows of the table. The quick run keeps every key within ``QUICK_BUDGET``: fewer agents,
@@ -44,7 +45,9 @@ import memory
 import message_path
 import runtime as runtime_bench
 import streaming
+import tools
 import voice
+import voice_offline
 
 from voxbridge.logs import setup_logging
 from voxbridge.runtime.fleet import Runtime
@@ -274,8 +277,25 @@ BENCHES: tuple[Bench, ...] = (
         ],
     ),
     Bench(
+        "tools",
+        lambda o: trio.run(tools.measure, 30 if o.quick else 300),
+        lambda r, quick: [
+            (
+                f"tool call overhead, {transport}, p50 / p95 (ms)",
+                f"{r[f'tool_call_overhead{key}_p50_ms']:.2f} / "
+                f"{r[f'tool_call_overhead{key}_p95_ms']:.2f}",
+                f"the MCP round trip alone {r[f'mcp_round_trip{key}_p50_ms']:.2f} / "
+                f"{r[f'mcp_round_trip{key}_p95_ms']:.2f}",
+                "goal p95 ≤ 5",
+            )
+            for transport, key in (("stdio", ""), ("streamable HTTP", "_http"))
+        ],
+    ),
+    Bench(
         "memory_store",
-        lambda o: memory.bench_store(100_000 if o.quick else 1_000_000, 100_000, 10_000, 200),
+        lambda o: memory.bench_store(
+            100_000 if o.quick else 1_000_000, 20_000 if o.quick else 100_000, 10_000, 200
+        ),
         lambda r, quick: [
             (
                 f"memory: a conversation loaded among {r['memory_turns']:,.0f} turns, "
@@ -386,8 +406,9 @@ BENCHES: tuple[Bench, ...] = (
         ),
         lambda r, quick: [
             (
-                "Discord voice: receiving one speaker (% of a core)",
+                "Discord voice: receiving, per speaker, four talking at once (% of a core)",
                 f"{r['discord_voice_rx_cpu_per_speaker_pct']:.1f}",
+                f"one alone {r['discord_voice_rx_cpu_one_speaker_pct']:.1f}; "
                 f"in the call, silent {r['discord_voice_idle_cpu_pct']:.1f}",
                 "goal ≤ 3",
             ),
@@ -401,7 +422,22 @@ BENCHES: tuple[Bench, ...] = (
             ),
         ],
     ),
+    Bench(
+        "voice_offline", lambda o: bench_voice_offline(o), lambda r, quick: voice_offline.rows(r)
+    ),
 )
+
+
+def bench_voice_offline(o: Options) -> Results:
+    """Whisper, Smart Turn and the whole offline voice pipeline (see bench/voice_offline.py);
+    quick: one run, half the labelled set, the warm-up turn and one trial (its question is the
+    turn measured), and no pocketsphinx baseline (it is not what changed)."""
+    r = voice_offline.whisper_rtf(1 if o.quick else 5)
+    r.update(trio.run(voice_offline.turn_set, 2 if o.quick else 1))
+    r.update(
+        trio.run(voice_offline.measure, 0 if o.quick else 10, 1 if o.quick else 5, not o.quick)
+    )
+    return r
 
 
 def run(benches: Sequence[Bench], options: Options) -> Results:

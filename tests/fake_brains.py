@@ -109,6 +109,12 @@ class FakeLLM(_Recorder):
     chunks), ``error_after`` (an ``{"error": …}`` event after that many). It records when each
     answer's first chunk went out (``first_chunk_at``) and every client that hung up before the
     end (``disconnects``).
+
+    Tools: a step with ``tool_calls`` (``[{"name": ..., "arguments": {...}}]``, ids made up
+    when absent) streams them after its text as OpenAI does, each call's arguments in pieces
+    across deltas (a JSON answer carries them whole); ``calls_done_at`` records when each
+    such stream's last call piece went out. ``refuse_tools`` answers a request that has a
+    ``tools`` field with that status, as a model without tool support does.
     """
 
     plan: Plan = field(default_factory=Plan)
@@ -127,6 +133,11 @@ class FakeLLM(_Recorder):
     note_requests: list[dict[str, Any]] = field(default_factory=list)
     embedding_requests: list[dict[str, Any]] = field(default_factory=list)
     embeddings_fail: bool = False
+    calls_done_at: list[float] = field(default_factory=list)
+    """``time.perf_counter()`` when each stream's last tool call piece was sent."""
+    arrived_at: list[float] = field(default_factory=list)
+    """``time.perf_counter()`` when each chat request reached the app, before its body is read
+    (what the client's sending took, without this server's own parsing)."""
 
     def app(self) -> Starlette:
         return Starlette(
@@ -172,7 +183,35 @@ class FakeLLM(_Recorder):
     def chunks(self, step: dict[str, Any]) -> list[str]:
         if "chunks" in step:
             return [str(c) for c in step["chunks"]]
+        if "tool_calls" in step and not step.get("reply"):
+            return []
         return [word + " " for word in str(step.get("reply", "")).split(" ")]
+
+
+def _calls(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """A step's tool calls in OpenAI's shape."""
+    return [
+        {
+            "id": call.get("id", f"call_{n}"),
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))},
+        }
+        for n, call in enumerate(step.get("tool_calls", []))
+    ]
+
+
+def _call_pieces(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """The deltas that stream a step's tool calls: the id and name first, then the arguments
+    in three pieces each."""
+    pieces: list[dict[str, Any]] = []
+    for index, call in enumerate(_calls(step)):
+        head = {"index": index, "id": call["id"], "type": "function"}
+        pieces.append({**head, "function": {"name": call["function"]["name"], "arguments": ""}})
+        args = call["function"]["arguments"]
+        third = max(1, len(args) // 3)
+        for start in range(0, len(args), third):
+            pieces.append({"index": index, "function": {"arguments": args[start : start + third]}})
+    return pieces
 
 
 class _Endpoint:
@@ -185,6 +224,7 @@ class _Endpoint:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         fake = self.fake
+        arrived = time.perf_counter()
         request = Request(scope, receive)
         body = await request.json()
         note = fake.note_reply(body)
@@ -193,10 +233,18 @@ class _Endpoint:
             await JSONResponse(reply)(scope, receive, send)
             return
         fake.headers.append(dict(request.headers))
+        fake.arrived_at.append(arrived)
         fake.record(body)
         step = fake.plan.next()
         if step.get("delay"):
             await trio.sleep(step["delay"])
+        if step.get("refuse_tools") and body.get("tools"):
+            refused = JSONResponse(
+                {"error": "registry/model does not support tools"},
+                status_code=step["refuse_tools"],
+            )
+            await refused(scope, receive, send)
+            return
         if step.get("status", 200) != 200:
             headers = {"Retry-After": str(step["retry_after"])} if "retry_after" in step else {}
             planned = JSONResponse(
@@ -206,7 +254,10 @@ class _Endpoint:
             return
         chunks = fake.chunks(step)
         if not (body.get("stream") and fake.stream_ok):
-            reply = {"choices": [{"message": {"role": "assistant", "content": "".join(chunks)}}]}
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(chunks)}
+            if step.get("tool_calls"):
+                message["tool_calls"] = _calls(step)
+            reply = {"choices": [{"message": message}]}
             await JSONResponse(reply)(scope, receive, send)
             return
         await send(
@@ -252,6 +303,13 @@ class _Endpoint:
             await event(f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n")
             if n == 0:
                 self.fake.first_chunk_at.append(time.perf_counter())
+        pieces = _call_pieces(step)
+        for piece in pieces:
+            await event(
+                f"data: {json.dumps({'choices': [{'delta': {'tool_calls': [piece]}}]})}\n\n"
+            )
+        if pieces:
+            self.fake.calls_done_at.append(time.perf_counter())
 
 
 @dataclass

@@ -11,11 +11,14 @@ from voxbridge.voice.audio import RATE, Resampler, wav_bytes
 
 
 @functools.cache
-def say(text: str, rate: int = RATE, pad: float = 0.5, speed: float = 0.85) -> bytes:
+def say(
+    text: str, rate: int = RATE, pad: float = 0.5, speed: float = 0.85, *, ssml: bool = False
+) -> bytes:
     """``text`` spoken (en-us, a little slow: pocketsphinx hears it better), as ``s16le`` mono at
-    ``rate``, with ``pad`` seconds of silence either side."""
+    ``rate``, with ``pad`` seconds of silence either side; ``ssml``: ``text`` is SSML (a
+    ``<break time="1s"/>`` pauses mid-sentence, the sentence's melody kept)."""
 
-    spoken = espeak_tts.synthesize(text, "en-us", speed)  # plain function: usable anywhere
+    spoken = espeak_tts.synthesize(text, "en-us", speed, ssml=ssml)  # usable anywhere
     silence = bytes(2 * int(pad * rate))
     return silence + Resampler(espeak_tts.sample_rate(), rate)(spoken, last=True) + silence
 

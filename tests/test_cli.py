@@ -130,7 +130,7 @@ def test_check_reports_every_problem_in_every_file(project: Path, cli: CliRunner
         "agents.d/types.yaml:2:10: default: expected true or false, found a string ('maybe')",
         "agents.d/typo.yaml:2:1: system_promt: unknown key 'system_promt': did you mean "
         "'system_prompt'? expected one of: default, description, history, llm, memory, name, "
-        "plugins, restart, system_prompt, voice",
+        "plugins, restart, system_prompt, tool_steps, tools, voice",
     ]
     assert lines[-1] == "✗ 4 problem(s) in 3 of 4 agent file(s) in agents.d/"
     no_traceback(r)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from voxbridge.brain import Answer
+from voxbridge.brain import Answer, ToolUse
 from voxbridge.errors import BrainError
 from voxbridge.plugins.discord.reply import BROKE_OFF, CURSOR, Reply, stream_to
 
@@ -33,8 +34,8 @@ class Recorder:
 
 
 async def feed(
-    send: trio.MemorySendChannel[str | BrainError],
-    steps: Sequence[tuple[float, str | BrainError]],
+    send: trio.MemorySendChannel[Any],
+    steps: Sequence[tuple[float, str | ToolUse | BrainError]],
 ) -> None:
     """Send each delta after its delay, then close (the brain's side of an Answer). The last
     one and the close come with no checkpoint between, as n8n's whole answer does."""
@@ -45,11 +46,11 @@ async def feed(
 
 
 async def shown(
-    steps: Sequence[tuple[float, str | BrainError]], **kw: int
+    steps: Sequence[tuple[float, str | ToolUse | BrainError]], **kw: int
 ) -> tuple[Recorder, Reply[int]]:
     """What the sink got for an answer of ``steps``, and the reply (settled)."""
     sink = Recorder()
-    send, receive = trio.open_memory_channel[str | BrainError](100)
+    send, receive = trio.open_memory_channel[str | ToolUse | BrainError](100)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(feed, send, steps)
         reply = await stream_to(sink, Answer(receive), **kw)  # type: ignore[arg-type]
@@ -122,3 +123,28 @@ async def test_a_failure_before_any_text_posts_nothing(
         with pytest.raises(BrainError, match="down"):
             await stream_to(sink, Answer(receive))
     assert sink.writes == []
+
+
+async def test_tools_at_work_show_as_a_line_until_the_text_replaces_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink, reply = await shown(
+        [
+            (0.2, ToolUse("time.get_current_time", "start", "c1")),
+            (2.0, ToolUse("time.get_current_time", "done", "c1")),
+            (0.1, "It is noon."),
+        ]
+    )
+    assert sink.writes[0][1:] == ("post", 0, f"🔧 time.get_current_time…{CURSOR}")
+    assert sink.messages == ["It is noon."]  # the line is gone once the text is there
+    assert reply.failure is None
+
+
+async def test_a_failure_after_a_tool_line_says_so_in_that_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink, reply = await shown(
+        [(0.2, ToolUse("lab.hang", "start", "c1")), (5.0, BrainError("the LLM at x refused"))]
+    )
+    assert sink.messages == [BROKE_OFF]
+    assert isinstance(reply.failure, BrainError)

@@ -5,6 +5,7 @@ channel; the agent's answers come back as Opus, end-to-end encrypted, decoded by
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,33 @@ async def test_a_person_speaking_over_the_answer_stops_it(tmp_path: Path) -> Non
         assert rig.asked()[1] == "Bob: stop"
         assert any(m["content"].endswith("…") for m in rig.llm.requests[1]["messages"])
         nursery.cancel_scope.cancel()
+
+
+async def test_a_backchannel_over_the_answer_pauses_it_and_it_goes_on(tmp_path: Path) -> None:
+    rig = Rig(
+        tmp_path,
+        stt=Plan([{"text": "tell me a long story"}, {"text": "Yeah."}]),
+        tts=Plan([{"seconds": 4.0}]),
+    )
+    async with trio.open_nursery() as nursery:
+        rt = await rig.start(nursery)
+        await rig.in_call(ANN, BOB)
+        voice = rig.discord.voice
+        mark = voice.mark()
+        await voice.speak(ANN, say("tell me a long story"))
+        await voice.wait_for_audio(BOT, 1.0, limit_s=20, since=mark)
+        over = voice.mark()
+        await voice.speak(BOB, say("yeah", pad=0.1))
+        # All of the answer's 4 s (the frames a pause took back were sent again).
+        await voice.wait_for_audio(BOT, 4.0, limit_s=20, since=mark)
+        nursery.cancel_scope.cancel()
+    answer = [p.at for p in voice.received(BOT, since=mark)]
+    # Silent while "yeah" was heard and judged, then the rest of the answer.
+    gaps = [b - a for a, b in itertools.pairwise(answer) if a > over]
+    assert max(gaps) > 0.2  # at least the 200 ms pause after "yeah" before it was judged
+    assert rig.asked() == ["Ann: tell me a long story"]  # no second turn, nothing cut
+    counters = rt.table.counters(("a", "discord"))
+    assert counters["voice_backchannels"] == 1 and "voice_barge_ins" not in counters
 
 
 async def test_speech_with_loss_and_reordering_is_still_heard(tmp_path: Path) -> None:

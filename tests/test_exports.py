@@ -21,6 +21,7 @@ def test_public_api_is_curated() -> None:
         "Problem",
         "RestartPolicy",
         "Secret",
+        "ToolServerError",
         "UsageError",
         "VoxbridgeError",
         "WriteError",

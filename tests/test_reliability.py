@@ -156,6 +156,23 @@ CATALOGUE: list[tuple[str, Callable[[Path, dict[str, str]], None], str]] = [
         _text("memory:\n  facts: true\n"),
         ":2:3: memory.facts: facts are learned by the agent's llm, and this agent has none",
     ),
+    (
+        "tools: a server of two kinds at once",
+        _text("tools:\n  x: {{command: [a], url: 'http://127.0.0.1:9/mcp'}}\n"),
+        ":2:6: tools.x: expected exactly one of command (an MCP server over stdio), url",
+    ),
+    (
+        "tools: a key of another kind of server",
+        _text("tools:\n  x:\n    env: {{A: b}}\n    url: 'http://127.0.0.1:9/mcp'\n"),
+        ":3:5: tools.x.env: 'env' is for an MCP server started as a child process",
+    ),
+    (
+        "tools: a plaintext header",
+        _text(
+            "tools:\n  x:\n    url: 'http://127.0.0.1:9/mcp'\n    headers: {{Authorization: abcdefgh}}\n"
+        ),
+        "tools.x.headers.Authorization: plaintext secret",
+    ),
 ]
 
 

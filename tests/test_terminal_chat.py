@@ -213,3 +213,29 @@ async def test_a_conversation_goes_on_across_runs_and_another_is_apart(tmp_path:
         code, _, err = await chat.finish()
         assert code == 2 and "--conversation 'a/b': use 1 to 64 letters" in err
         nursery.cancel_scope.cancel()
+
+
+async def test_the_terminal_chat_uses_the_agents_tools_and_prints_them(tmp_path: Path) -> None:
+    llm = FakeLLM(
+        Plan(
+            [
+                {
+                    "tool_calls": [
+                        {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}
+                    ]
+                },
+                {"reply": "It is time."},
+            ]
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        tools = "tools:\n  time: {command: [mcp-server-time, --local-timezone, UTC]}\n"
+        agent(tmp_path, llm.base_url, extra=tools)
+        chat = await Chat.start(tmp_path, "helper", "--once", "what time is it?")
+        code, out, err = await chat.finish()
+        assert (code, out) == (0, "It is time.\n")
+        assert "🔧 time.get_current_time…" in err
+        result = llm.requests[1]["messages"][-1]
+        assert result["role"] == "tool" and '"timezone": "UTC"' in result["content"]
+        nursery.cancel_scope.cancel()

@@ -10,16 +10,27 @@ import numpy as np
 from tests.voice_fakes import LoudnessVAD, silence, tone
 from voxbridge.config.model import VADConfig
 from voxbridge.voice.audio import FRAME_SAMPLES, RATE
-from voxbridge.voice.turns import PREROLL, SpeechStarted, TurnDetector, Utterance
+from voxbridge.voice.turns import (
+    PREROLL,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TurnDetector,
+    TurnEvent,
+    Utterance,
+)
 
 
 async def feed(
-    detector: TurnDetector, audio: bytes, step: int = 2 * FRAME_SAMPLES
-) -> list[SpeechStarted | Utterance]:
-    """Push ``audio`` in 20 ms frames (or ``step`` bytes), as a channel would."""
+    detector: TurnDetector, audio: bytes, step: int = 2 * FRAME_SAMPLES, *, pauses: bool = False
+) -> list[TurnEvent]:
+    """Push ``audio`` in 20 ms frames (or ``step`` bytes), as a channel would; the pauses inside
+    an utterance only when asked for."""
     events = []
     for i in range(0, len(audio), step):
         events += await detector.push(audio[i : i + step])
+    if not pauses:
+        events = [e for e in events if not isinstance(e, SpeechPaused | SpeechResumed)]
     return events
 
 
@@ -47,6 +58,19 @@ async def test_short_noises_and_short_pauses() -> None:
     assert events[1].duration >= 1.9  # type: ignore[union-attr]
 
 
+async def test_a_pause_inside_an_utterance_is_told_with_what_was_said_so_far() -> None:
+    detector = TurnDetector(LoudnessVAD(), CONFIG)  # pause: 200 ms
+    audio = tone(0.5) + silence(0.4) + tone(0.5) + silence(1.0)
+    started, paused, resumed, second, utterance = await feed(detector, audio, pauses=True)
+    assert isinstance(started, SpeechStarted) and isinstance(utterance, Utterance)
+    assert isinstance(paused, SpeechPaused) and isinstance(second, SpeechPaused)
+    assert isinstance(resumed, SpeechResumed)
+    assert 0.5 + 0.2 <= paused.at <= 0.5 + 0.2 + 0.033
+    assert 0.5 + 0.2 <= len(paused.pcm) / 2 / RATE <= 0.5 + 0.2 + 0.033  # the speech so far
+    assert 0.9 <= resumed.at <= 0.9 + 0.033
+    assert len(utterance.pcm) > len(second.pcm) > len(paused.pcm)
+
+
 async def test_a_microphone_stuck_open_is_cut_and_memory_stays_bounded() -> None:
     detector = TurnDetector(LoudnessVAD(), CONFIG)
     events = await feed(detector, tone(16.0))  # sixteen seconds of "speech", never a pause
@@ -62,10 +86,10 @@ async def test_a_microphone_stuck_open_is_cut_and_memory_stays_bounded() -> None
 async def test_frames_of_any_size_give_the_same_turns() -> None:
     audio = silence(0.5) + tone(1.0) + silence(1.0) + tone(0.7) + silence(1.0)
     whole = await TurnDetector(LoudnessVAD(), CONFIG).push(audio)
-    framed = await feed(TurnDetector(LoudnessVAD(), CONFIG), audio)
-    odd_events = await feed(TurnDetector(LoudnessVAD(), CONFIG), audio, step=333)
+    framed = await feed(TurnDetector(LoudnessVAD(), CONFIG), audio, pauses=True)
+    odd_events = await feed(TurnDetector(LoudnessVAD(), CONFIG), audio, step=333, pauses=True)
     assert whole == framed == odd_events
-    assert [type(e) for e in whole] == [SpeechStarted, Utterance] * 2
+    assert [type(e) for e in whole] == [SpeechStarted, SpeechPaused, Utterance] * 2
 
 
 class _LingeringVAD(LoudnessVAD):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voxbridge import ConfigError, Secret, parse_agent
-from voxbridge.config.model import SpeechConfig, VADConfig, VoiceConfig
+from voxbridge.config.model import InterruptionConfig, SpeechConfig, VADConfig, VoiceConfig
 from voxbridge.secrets.crypto import seal
 from voxbridge.secrets.keys import Keyring, PublicKey
 
@@ -48,6 +48,36 @@ def test_every_setting(keyring: Keyring, public: PublicKey) -> None:
     assert (voice.barge_in, voice.greeting) == (False, "Hello!")
 
 
+def test_whisper_smart_turn_and_interruptions(keyring: Keyring) -> None:
+    agent = parse_agent(
+        "voice:\n"
+        "  stt: {provider: whisper, model: base.en, compute_type: int8_float32, threads: 2}\n"
+        "  vad: {smart_turn: true}\n"
+        "  interruptions: {timeout: 1500ms, backchannels: [Uh-huh, Ja]}\n",
+        "a.yaml",
+        "a",
+        keyring,
+    )
+    voice = agent.voice
+    assert voice is not None
+    assert (voice.stt.provider, voice.stt.model, voice.stt.compute_type, voice.stt.threads) == (
+        "whisper",
+        "base.en",
+        "int8_float32",
+        2,
+    )
+    # With the model deciding, end_of_turn only bounds an unfinished sentence: 2 s by default.
+    assert voice.vad == VADConfig(end_of_turn=2.0, smart_turn=True, pause=0.2)
+    assert voice.interruptions == InterruptionConfig(True, 1.5, ("uh-huh", "ja"))
+    plain = parse_agent(
+        "voice: {vad: {smart_turn: /m.onnx, end_of_turn: 1s}}\n", "a.yaml", "a", keyring
+    )
+    assert plain.voice is not None
+    assert plain.voice.vad == VADConfig(end_of_turn=1.0, smart_turn="/m.onnx")
+    assert plain.voice.stt.compute_type == "int8"
+    assert plain.voice.interruptions == InterruptionConfig()  # pause, judge, resume on no words
+
+
 @pytest.mark.parametrize(
     ("section", "problem"),
     [
@@ -57,7 +87,10 @@ def test_every_setting(keyring: Keyring, public: PublicKey) -> None:
             "tts: {provider: wyoming, uri: 'http://h:1'}",
             "expected a server address: tcp://host:port",
         ),
-        ("stt: {provider: whisper}", "expected one of: offline, openai, wyoming"),
+        ("stt: {provider: whispr}", "expected one of: offline, whisper, openai, wyoming"),
+        ("stt: {provider: whisper, threads: 0}", "voice.stt.threads"),
+        ("vad: {smart_turn: 1}", "voice.vad.smart_turn"),
+        ("interruptions: {timeout: later}", "voice.interruptions.timeout: expected a duration"),
         ("vad: {end_of_turn: soon}", "voice.vad.end_of_turn: expected a duration"),
         ("tts: {provider: openai, base_url: u, model: m, api_key: sk-plain}", "plaintext secret"),
         ("stt: {modle: x}", "did you mean 'model'?"),

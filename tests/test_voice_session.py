@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 import trio.testing
@@ -18,10 +19,10 @@ from tests.voice_fakes import (
     speak_into,
     tone,
 )
-from voxbridge.brain import Turn
-from voxbridge.config.model import VADConfig, VoiceConfig
+from voxbridge.brain import ToolUse, Turn
+from voxbridge.config.model import InterruptionConfig, VADConfig, VoiceConfig
 from voxbridge.errors import BrainError
-from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, Speaker, VoiceSession
+from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, FILLER, Speaker, VoiceSession
 
 
 def session(**kw: Any) -> tuple[VoiceSession, RecordingOutput, dict[str, list[float]]]:
@@ -77,18 +78,33 @@ async def test_a_turn_streams_speech_sentence_by_sentence(
     )
 
 
+@pytest.mark.parametrize("resume", [True, False])
 async def test_barge_in_stops_the_voice_and_the_brain(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, resume: bool
 ) -> None:
     long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
     brain = ScriptedBrain(long_answer, gap=0.3)
-    s, out, seen = session(think=brain, stt=FakeSTT(["tell me everything", "stop"]))
+    stt = FakeSTT(["tell me everything", "stop"])
+    config = VoiceConfig(
+        vad=VADConfig(min_speech=0.25, end_of_turn=0.6),
+        interruptions=InterruptionConfig(resume=resume),
+    )
+    s, out, seen = session(think=brain, stt=stt, config=config)
     # Ask; 2.5 s into the answer, speak again.
     await run(s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 2.5), tone(1.0))
-    onset = out.first("interrupted")[0]
+    # The voice stops at the onset: paused (and cut once the words are heard), or cut at once.
+    onset = out.first("paused" if resume else "interrupted")[0]
     last_frame_before = max(t for t, _ in out.frames if t <= onset + 0.2)
     assert last_frame_before - onset <= 0.1  # the voice stopped within 100 ms
-    assert out.clears == [onset]
+    assert out.clears[0] == onset
+    cut = out.first("interrupted")[0]
+    if resume:
+        # Judged at the first pause: the rest of 1 s of speech, a 0.2 s pause, the recogniser's
+        # 0.2 s; what it heard is the next turn's transcript too.
+        assert cut - onset == pytest.approx(0.75 + 0.2 + 0.2, abs=0.05)
+        assert "resumed" not in out.types()
+        assert not [t for t, _ in out.frames if onset < t < cut]  # silent while judging
+        assert len(stt.heard) == 2  # "stop" was transcribed once, to judge it and to answer
     assert brain.cancelled == 1  # the rest of the answer was never written
     (stop,) = seen["voice_barge_in"]
     assert stop <= 0.1
@@ -233,3 +249,132 @@ async def test_several_speakers_are_heard_apart_and_attributed(
     assert question == Turn("user", "Ann: hello there")
     assert cut.content.endswith("…")
     assert second == Turn("user", "Bob: wait a moment")
+
+
+class CountingTTS(FakeTTS):
+    """Speaks each word as 0.2 s of 20 ms frames, each frame one value, counting up: which
+    frames were heard, in what order, shows on the channel."""
+
+    async def synthesize(self, text: str, sink: Any) -> None:
+        self.spoken.append(text)
+        await trio.sleep(self.delay)
+        for _ in text.split():
+            frames = []
+            for _ in range(10):
+                self.count = getattr(self, "count", 0) + 1
+                frames.append(np.full(320, self.count, "<i2").tobytes())
+            await sink(b"".join(frames[:5]))
+            await sink(b"".join(frames[5:]))
+
+
+def values(out: Any) -> list[int]:
+    return [int(np.frombuffer(frame, "<i2")[0]) for _, frame in out.frames]
+
+
+@pytest.mark.parametrize("said", ["Mm-hmm.", "", "Yeah, okay."])
+async def test_a_backchannel_pauses_the_voice_and_it_resumes_where_it_stopped(
+    autojump_clock: trio.testing.MockClock, said: str
+) -> None:
+    answer = [f"This is sentence number {n} of the answer. " for n in range(4)]
+    brain = ScriptedBrain(answer, gap=0.05)
+    tts = CountingTTS()
+    s, out, seen = session(think=brain, tts=tts, stt=FakeSTT(["tell me", said, "thanks"]))
+    # Ask; 1.5 s into the answer, a short "mm-hmm" (0.4 s) over it.
+    await run(s, tone(1.0), silence(0.6 + 0.2 + 0.05 + 0.1 + 1.5), tone(0.4))
+    assert out.types().count("paused") == 1 and out.types().count("resumed") == 1
+    assert "interrupted" not in out.types() and brain.cancelled == 0
+    paused, resumed = out.first("paused")[0], out.first("resumed")[0]
+    # Silent from the pause (within a frame) until what was said had been judged: its end,
+    # a 0.2 s pause (not the 0.6 s a turn waits for), the recogniser's 0.2 s.
+    assert not [t for t, _ in out.frames if paused + 0.02 < t < resumed]
+    assert resumed - paused == pytest.approx(0.15 + 0.2 + 0.2, abs=0.05)
+    assert seen["voice_barge_in"][0] <= 0.001
+    # Every frame was heard, in order: after the pause, the frames the listener had not heard
+    # yet (the channel's lead, 0.1 s, and two more to be safe) came again, then the rest.
+    heard = values(out)
+    again = next(i for i in range(1, len(heard)) if heard[i] <= heard[i - 1])
+    assert heard[:again] + [v for v in heard[again:] if v > heard[again - 1]] == list(
+        range(1, tts.count + 1)
+    )
+    assert 1 <= heard[again - 1] - heard[again] + 1 <= 8
+    # The whole answer is in the history, and "mm-hmm" was no turn.
+    assert s.conversation.turns[1] == Turn("assistant", "".join(answer).strip())
+    assert len(s.conversation.turns) == 2
+
+
+async def test_a_backchannel_then_more_words_is_an_interruption_after_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    stt = FakeSTT(["tell me everything", "Yeah.", "yeah, but what about Paris"])
+    s, out, _ = session(think=brain, stt=stt)
+    # "Yeah" (0.4 s); 0.55 s of silence (judged after 0.2: the agent resumes; shorter than a
+    # turn's 0.6) and then more words, the same utterance.
+    await run(
+        s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 1.5), tone(0.4), silence(0.55), tone(1.0)
+    )
+    assert out.types().count("paused") == 2 and out.types().count("resumed") == 1
+    assert out.types().count("interrupted") == 1 and brain.cancelled == 1
+    # The whole utterance (not the "yeah" alone) is the next turn.
+    assert s.conversation.turns[2] == Turn("user", "yeah, but what about Paris")
+    # Heard three times: the question, "yeah" at its pause, and all of it at the next pause
+    # (what a pause hands over is the utterance so far), which is the turn's transcript too.
+    assert len(stt.heard) == 3
+
+
+async def test_words_judged_while_more_follow_are_not_the_whole_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    stt = FakeSTT(["tell me everything", "stop", "stop, tell me about the trains"])
+    s, _, _ = session(think=brain, stt=stt)
+    # "Stop" — judged at its pause (0.2 s, then the recogniser's 0.2 s) while more words come
+    # after 0.3 s: the turn is the whole utterance, transcribed again.
+    await run(
+        s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 1.5), tone(0.5), silence(0.3), tone(1.0)
+    )
+    assert brain.cancelled == 1
+    assert s.conversation.turns[2] == Turn("user", "stop, tell me about the trains")
+    assert len(stt.heard) == 3
+
+
+async def test_speech_that_goes_on_past_the_timeout_barges_in(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
+    brain = ScriptedBrain(long_answer, gap=0.3)
+    stt = FakeSTT(["tell me everything", "no no no let me explain what I meant"])
+    s, out, _ = session(think=brain, stt=stt)
+    await run(s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 1.5), tone(4.0))
+    paused, cut = out.first("paused")[0], out.first("interrupted")[0]
+    assert cut - paused == pytest.approx(2.0, abs=0.03)  # interruptions.timeout
+    assert brain.cancelled == 1 and "resumed" not in out.types()
+    # What was said became the next turn once it ended, transcribed once more then.
+    assert s.conversation.turns[2] == Turn("user", "no no no let me explain what I meant")
+
+
+async def test_a_slow_tool_gets_a_spoken_filler_a_quick_one_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    slow = ScriptedBrain(
+        [ToolUse("lab.wait", "start", "c"), ToolUse("lab.wait", "done", "c"), "It is done."],
+        gap=1.5,
+    )
+    s, out, _ = session(think=slow, tts=(tts := FakeTTS()))
+    await run(s, silence(0.5), tone(1.0))
+    assert tts.spoken == [FILLER, "It is done."]
+    assert [e for _, e in out.events if e["type"] == "tool"] == [
+        {"type": "tool", "name": "lab.wait", "state": "start"},
+        {"type": "tool", "name": "lab.wait", "state": "done"},
+    ]
+    # The filler is not the agent's words: the history keeps only the answer.
+    assert s.conversation.turns[-1] == Turn("assistant", "It is done.")
+
+    quick = ScriptedBrain(
+        [ToolUse("lab.echo", "start", "c"), ToolUse("lab.echo", "done", "c"), "Done."], gap=0.3
+    )
+    s, out, _ = session(think=quick, tts=(tts := FakeTTS()))
+    await run(s, silence(0.5), tone(1.0))
+    assert tts.spoken == ["Done."]

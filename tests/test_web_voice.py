@@ -5,8 +5,8 @@ with a fake microphone."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.fake_speech import FakeOpenAIAudio
 from tests.runtime_helpers import options, wait_state, write
 from tests.speech_samples import say, wav_file
+from tests.voice_models import whisper_tiny
 from voxbridge import testing
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
@@ -337,6 +338,35 @@ async def test_an_agent_without_voice_says_how_to_add_it(tmp_path: Path) -> None
         nursery.cancel_scope.cancel()
 
 
+@contextmanager
+def talking_page(url: str, mic: Path, script: str | None = None) -> Iterator[Any]:
+    """The chat page at ``url`` in Chromium, its microphone (playing ``mic``, looped) switched
+    on; ``script`` runs in the page before its own."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                *ARGS,
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        page = browser.new_page()
+        if script:
+            page.add_init_script(script)
+        page.goto(url)
+        page.wait_for_selector("#mic:not([hidden])", timeout=10_000)
+        page.click("#mic")
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 @needs_chromium
 async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
     # The fake microphone plays the question, then silence, and loops: the second time round the
@@ -352,23 +382,7 @@ async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
         url = f"{rt.status_url}/chat/helper"
 
         def browse() -> dict[str, Any]:
-            from playwright.sync_api import sync_playwright
-
-            with sync_playwright() as p:
-                browser = p.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        *ARGS,
-                        "--use-fake-ui-for-media-stream",
-                        "--use-fake-device-for-media-stream",
-                        f"--use-file-for-fake-audio-capture={mic}",
-                        "--autoplay-policy=no-user-gesture-required",
-                    ],
-                )
-                page = browser.new_page()
-                page.goto(url)
-                page.wait_for_selector("#mic:not([hidden])", timeout=10_000)
-                page.click("#mic")
+            with talking_page(url, mic) as page:
                 page.wait_for_function(
                     "window.voxbridgeVoice.transcripts.length > 0", timeout=30_000
                 )
@@ -376,7 +390,6 @@ async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
                 page.wait_for_function("window.voxbridgeVoice.interrupted > 0", timeout=30_000)
                 stats: dict[str, Any] = page.evaluate("window.voxbridgeVoice")
                 stats["spoken"] = page.inner_text(".msg.user.spoken")
-                browser.close()
             return stats
 
         stats = await trio.to_thread.run_sync(browse)
@@ -388,3 +401,55 @@ async def test_talking_to_the_page_with_a_microphone(tmp_path: Path) -> None:
         assert stats["sent"] > 50 and stats["played"] > 10 and stats["interrupted"] >= 1
         assert rt.table.counters(("helper", "web"))["voice_barge_ins"] >= 1
         nursery.cancel_scope.cancel()
+
+
+# What the page asks getUserMedia for, seen from inside the page (SPEC §17: echo).
+RECORD_CONSTRAINTS = """
+window.askedFor = [];
+const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (constraints) => {
+  window.askedFor.push(constraints);
+  return real(constraints);
+};
+"""
+
+
+@needs_chromium
+async def test_a_backchannel_in_the_browser_pauses_the_answer_and_it_goes_on(
+    tmp_path: Path,
+) -> None:
+    # The question; 2 s later, while the answer plays, "okay" (a listener's "go on"); then quiet.
+    mic = wav_file(
+        tmp_path / "mic.wav",
+        say(QUESTION, rate=48000),
+        bytes(2 * 48000 * 2),
+        say("okay", rate=48000, pad=0.1),
+        bytes(2 * 48000 * 12),
+        rate=48000,
+    )
+    long = [f"Here is detail number {n} about the weather. " for n in range(25)]
+    llm = FakeLLM(Plan([{"chunks": long, "chunk_delay": 0.05}]))
+    async with trio.open_nursery() as nursery:
+        await start_fake(nursery, llm)
+        rt = await start(nursery, tmp_path, llm, voice=f"{{stt: {{model: '{whisper_tiny()}'}}}}")
+        url = f"{rt.status_url}/chat/helper"
+
+        def browse() -> dict[str, Any]:
+            with talking_page(url, mic, RECORD_CONSTRAINTS) as page:
+                page.wait_for_function("window.voxbridgeVoice.resumed > 0", timeout=30_000)
+                played = page.evaluate("window.voxbridgeVoice.played")
+                page.wait_for_function(f"window.voxbridgeVoice.played > {played + 25}")
+                stats: dict[str, Any] = page.evaluate("window.voxbridgeVoice")
+                stats["askedFor"] = page.evaluate("window.askedFor")
+            return stats
+
+        stats = await trio.to_thread.run_sync(browse)
+        nursery.cancel_scope.cancel()
+    (asked,) = stats["askedFor"]
+    for constraint in ("echoCancellation", "noiseSuppression", "autoGainControl"):
+        assert asked["audio"][constraint] is True, asked
+    assert "weather" in stats["transcripts"][0].lower()
+    assert stats["transcripts"] == stats["transcripts"][:1]  # "okay" was no turn
+    assert stats["paused"] == 1 and stats["resumed"] == 1 and stats["interrupted"] == 0
+    counters = rt.table.counters(("helper", "web"))
+    assert counters["voice_backchannels"] == 1 and "voice_barge_ins" not in counters

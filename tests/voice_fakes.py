@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from voxbridge.brain import Answer, Message, Ready, Turn
+from voxbridge.brain import Answer, Message, Ready, ToolUse, Turn
 from voxbridge.errors import BrainError
 from voxbridge.voice.audio import FRAME_BYTES, RATE
 from voxbridge.voice.output import Pacer
@@ -82,7 +82,7 @@ class FakeTTS:
 class ScriptedBrain:
     """A brain whose answer is ``deltas``, ``gap`` seconds apart (``BrainError`` items fail)."""
 
-    deltas: Sequence[str | BrainError] = ("Hi there. ", "How can I help?")
+    deltas: Sequence[str | ToolUse | BrainError] = ("Hi there. ", "How can I help?")
     gap: float = 0.05
     asked: list[list[Turn]] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
@@ -94,7 +94,7 @@ class ScriptedBrain:
     ) -> AsyncIterator[Answer]:
         self.asked.append(list(history))
         self.messages.append(message)
-        send, receive = trio.open_memory_channel[str | BrainError](100)
+        send, receive = trio.open_memory_channel[str | ToolUse | BrainError](100)
 
         async def produce() -> None:
             async with send:

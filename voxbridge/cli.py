@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -70,8 +71,8 @@ def _memory_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(".voxbridge"),
         metavar="DIR",
-        help="runtime state: per-guild selections, and memory.db unless --store says "
-        "otherwise (default: .voxbridge)",
+        help="runtime state: per-guild selections, downloaded voice models, and memory.db "
+        "unless --store says otherwise (default: .voxbridge)",
     )
     parser.add_argument(
         "--store",
@@ -213,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
     _conversation(c)
     _dirs(c)
     _memory_options(c)
+
+    c = sub.add_parser(
+        "tools", help="the tools each of an agent's servers offers, or why it cannot start"
+    )
+    c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
+    c.add_argument("--json", action="store_true", help="print a JSON object by server")
+    _dirs(c)
 
     c = sub.add_parser("talk", help="speak a WAV file to an agent; hear (and time) its answer")
     c.add_argument("agent", metavar="AGENT", help="the agent's id (file name) or name")
@@ -521,10 +529,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_tools(args: argparse.Namespace) -> int:
+    from .tools.local import tools_command  # the MCP SDK: only for this command
+
+    setup_logging("text", "error", stream=sys.stderr)
+    return tools_command(args.agents_dir, args.keys_dir, args.agent, args.json)
+
+
 def cmd_talk(args: argparse.Namespace) -> int:
     from .talk import run_talk  # the audio stack: only for this command
 
     setup_logging("text", "critical", stream=sys.stderr)  # it prints every error itself
+    logging.getLogger("voxbridge.voice.models").setLevel("INFO")  # a download's progress
     return run_talk(
         args.agents_dir,
         args.keys_dir,
@@ -533,6 +549,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
         args.out,
         conversation=args.conversation,
         location=Location.parse(args.store, args.state_dir),
+        state_dir=args.state_dir,
     )
 
 
@@ -587,6 +604,7 @@ _COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "chat": cmd_chat,
+    "tools": cmd_tools,
     "talk": cmd_talk,
     "memory": cmd_memory,
     "guard": cmd_guard,

@@ -11,7 +11,8 @@
     ├── StoreError                  exit 1   the memory store cannot be opened or reached
     │   └── StateDirBusy            exit 75  another voxbridge runs on the same state directory
     ├── PermanentFailure            (actors) retrying cannot fix it: parked until the file changes
-    └── BrainError                  (actors) the LLM or n8n could not answer one message
+    ├── BrainError                  (actors) the LLM or n8n could not answer one message
+    └── ToolServerError             (actors) a tool server cannot start, or broke its protocol
 
 Exit codes follow sysexits(3), as the command line promises (SPEC §5). Messages are meant for
 people: they name the file (and line and column where there is one), what was found, and what to
@@ -34,6 +35,7 @@ __all__ = [
     "Problem",
     "StateDirBusy",
     "StoreError",
+    "ToolServerError",
     "UsageError",
     "VoxbridgeError",
     "WriteError",
@@ -145,3 +147,9 @@ class BrainError(VoxbridgeError):
     """Raised when an agent's brain (its LLM endpoint or n8n workflow) cannot answer a message
     after its retries. The user gets a short apology; the operator gets this message (which
     never quotes a secret: no keys, no webhook URLs)."""
+
+
+class ToolServerError(VoxbridgeError):
+    """A tool server (an MCP server, an n8n workflow) cannot be started or reached, or broke
+    the protocol (a message over the size limit, a flood of invalid lines). Its actor is
+    restarted with backoff; the agent answers on without that server's tools."""

@@ -48,7 +48,11 @@ def table(agents: list[dict[str, Any]]) -> str:
         if agent.get("error") and not agent.get("plugins"):
             rows.append((name, live, "-", "error", "", "", agent["error"][0]))
             continue
-        for plugin, p in agent.get("plugins", {}).items():
+        # Tool servers are actors too (tools.<name>); an n8n tool has none to show.
+        servers = {
+            f"tools.{n}": t for n, t in agent.get("tools", {}).items() if t.get("kind") != "n8n"
+        }
+        for plugin, p in {**agent.get("plugins", {}), **servers}.items():
             state = p.get("state", "")
             error = p.get("last_error") or ""
             swap = p.get("swap")
@@ -68,7 +72,7 @@ def table(agents: list[dict[str, Any]]) -> str:
                     error[:80],
                 )
             )
-        if not agent.get("plugins"):
+        if not agent.get("plugins") and not servers:
             rows.append((name, live, "-", "no plugins", "", "", ""))
         rejected = (version or {}).get("rejected")
         if rejected:

@@ -20,6 +20,7 @@ from .config.model import Agent
 from .errors import UsageError, VoxbridgeError
 from .memory import Location
 from .terminal import SETTLE, find_agent, local_memory, local_think
+from .tools.local import open_toolbox
 from .voice.audio import RATE, Resampler, read_wav, wav_bytes
 from .voice.providers import open_providers
 from .voice.session import Speaker, VoiceSession
@@ -59,6 +60,10 @@ class _FileOutput:
             print(f"🎤 heard:  {event['text']}", flush=True)
         elif kind == "delta":
             self.answer.append(event["text"])
+        elif kind == "tool" and event["state"] != "done":
+            print(
+                f"🔧 {event['name']}{'…' if event['state'] == 'start' else ' failed'}", flush=True
+            )
         elif kind == "error":
             self.errors.append(event["message"])
             print(f"❌ {event['message']}", file=sys.stderr, flush=True)
@@ -68,50 +73,50 @@ class _FileOutput:
 
 
 async def _talk(
-    agent: Agent, question: bytes, name: str, location: Location | None
+    agent: Agent, question: bytes, name: str, location: Location | None, models: Path
 ) -> tuple[_FileOutput, dict[str, list[float]]]:
     voice = agent.voice
     assert voice is not None
     seen: dict[str, list[float]] = {}
     user = getpass.getuser()
-    async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
-        trio.open_nursery() as outer,
-    ):
-        memory = local_memory(agent, location, http)
-        await outer.start(memory.run)
-        await memory.ready()
-        own = memory.of(agent.id)
-        providers = await open_providers(voice, http)
-        output = _FileOutput(providers.tts.rate)
-        session = VoiceSession(
-            config=voice,
-            stt=providers.stt,
-            tts=providers.tts,
-            vad=providers.vad,
-            think=local_think(agent, http, own),
-            output=output,
-            conversation=await own.conversation(f"terminal:{name}"),
-            history=lambda: agent.history,
-            session_id=f"terminal:{name}",
-            speaker=Speaker(user, user, person=f"terminal:{user}"),
-            observe=lambda name, s: seen.setdefault(name, []).append(s),
-        )
-        send, frames = trio.open_memory_channel[bytes](0)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(session.run, frames, greet=False))
-            # The question, then enough silence to end the turn; then wait for the answer.
-            tail = bytes(2 * int(RATE * (voice.vad.end_of_turn + 0.3)))
-            audio = question + tail
-            for i in range(0, len(audio), 640):
-                await send.send(audio[i : i + 640])
-            if session.utterances:  # else: nothing to answer
-                with trio.move_on_after(voice.stt.timeout + voice.tts.timeout + 120):
-                    await output.done.wait()
-            nursery.cancel_scope.cancel()
-        with trio.move_on_after(SETTLE):
-            await memory.settle()
-        outer.cancel_scope.cancel()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+        # Before any task starts: a provider that cannot be had is one error, not a group.
+        providers = await open_providers(voice, http, models)
+        async with open_toolbox(agent, http) as tools, trio.open_nursery() as outer:
+            memory = local_memory(agent, location, http)
+            await outer.start(memory.run)
+            await memory.ready()
+            own = memory.of(agent.id)
+            output = _FileOutput(providers.tts.rate)
+            session = VoiceSession(
+                config=voice,
+                stt=providers.stt,
+                tts=providers.tts,
+                vad=providers.vad,
+                think=local_think(agent, http, own, tools),
+                output=output,
+                conversation=await own.conversation(f"terminal:{name}"),
+                history=lambda: agent.history,
+                session_id=f"terminal:{name}",
+                speaker=Speaker(user, user, person=f"terminal:{user}"),
+                observe=lambda name, s: seen.setdefault(name, []).append(s),
+                smart_turn=providers.smart_turn,
+            )
+            send, frames = trio.open_memory_channel[bytes](0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(session.run, frames, greet=False))
+                # The question, then enough silence to end the turn; then wait for the answer.
+                tail = bytes(2 * int(RATE * (voice.vad.end_of_turn + 0.3)))
+                audio = question + tail
+                for i in range(0, len(audio), 640):
+                    await send.send(audio[i : i + 640])
+                if session.utterances:  # else: nothing to answer
+                    with trio.move_on_after(voice.stt.timeout + voice.tts.timeout + 120):
+                        await output.done.wait()
+                nursery.cancel_scope.cancel()
+            with trio.move_on_after(SETTLE):
+                await memory.settle()
+            outer.cancel_scope.cancel()
     return output, seen
 
 
@@ -154,6 +159,7 @@ def run_talk(
     *,
     conversation: str = "default",
     location: Location | None = None,
+    state_dir: Path = Path(".voxbridge"),
 ) -> int:
     """Speak ``question`` to the agent, in the stored conversation ``terminal:<conversation>``
     (the one ``voxbridge chat --conversation`` goes on with); returns the exit code (1: a
@@ -164,6 +170,7 @@ def run_talk(
             be written.
         AudioError: ``question`` is not a 16-bit PCM WAV at 8 to 48 kHz.
         ConfigError: the agent's file does not load.
+        SpeechError: its Whisper model could not be found or downloaded.
     """
     agent = find_agent(agents_dir, keys_dir, wanted)
     if agent.voice is None:
@@ -177,4 +184,4 @@ def run_talk(
         _check_out(out)
     wav = read_wav(question.read_bytes(), str(question))
     pcm = Resampler(wav.rate, RATE)(wav.pcm, last=True)
-    return _report(*trio.run(_talk, agent, pcm, conversation, location), out)
+    return _report(*trio.run(_talk, agent, pcm, conversation, location, state_dir / "models"), out)

@@ -18,7 +18,7 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -26,13 +26,14 @@ from typing import TextIO
 import httpx
 import trio
 
-from .brain import Answer, Message, N8nClient, Ready, Think, Turn, think
+from .brain import Answer, Message, N8nClient, Ready, Think, Toolbox, ToolUse, Turn, think
 from .brain.text import invalid_unicode
 from .config.load import agent_files, load_agent_file
 from .config.model import Agent
 from .errors import BrainError, UsageError
 from .memory import AgentMemory, Conversation, Location, MemoryService
 from .secrets.keys import load_keyring
+from .tools.local import open_toolbox
 
 __all__ = ["find_agent", "local_memory", "local_think", "n8n_of", "run_chat"]
 
@@ -77,9 +78,15 @@ def local_memory(agent: Agent, location: Location | None, http: httpx.AsyncClien
     return MemoryService(location, agents=lambda: {agent.id: agent}, http=lambda: http)
 
 
-def local_think(agent: Agent, http: httpx.AsyncClient, memory: AgentMemory) -> Think:
+def local_think(
+    agent: Agent,
+    http: httpx.AsyncClient,
+    memory: AgentMemory,
+    tools: Callable[[], Toolbox | None] = lambda: None,
+) -> Think:
     """The agent's brain for an in-process command: what a runtime's ``ctx.think`` does (what
-    is remembered of the person recalled into the answer), without a runtime."""
+    is remembered of the person recalled into the answer; ``tools`` gives each answer the
+    agent's tools, see :func:`voxbridge.tools.local.open_toolbox`), without a runtime."""
 
     @contextlib.asynccontextmanager
     async def answer(
@@ -95,6 +102,7 @@ def local_think(agent: Agent, http: httpx.AsyncClient, memory: AgentMemory) -> T
             logger=log,
             facts=facts,
             before_first=stored,
+            tools=tools(),
         ) as stream:
             yield stream
 
@@ -109,6 +117,7 @@ class _Terminal:
     tty: bool
     memory: AgentMemory
     conversation: Conversation
+    tools: Callable[[], Toolbox | None] = lambda: None
     answering: trio.CancelScope | None = None
     interrupted_at_prompt: bool = False
 
@@ -137,12 +146,14 @@ class _Terminal:
         with trio.CancelScope() as scope:
             self.answering = scope
             try:
-                async with local_think(self.agent, self.http, self.memory)(
-                    message, turns, stored=exchange.stored
-                ) as answer:
+                think = local_think(self.agent, self.http, self.memory, self.tools)
+                async with think(message, turns, stored=exchange.stored) as answer:
                     held = ""  # whitespace at the end waits for more text: none trails
                     try:
-                        async for delta in answer:
+                        async for delta in answer.events():
+                            if isinstance(delta, ToolUse):
+                                self.show_tool(delta)
+                                continue
                             piece = held + (delta if said else delta.lstrip())
                             shown = piece.rstrip()
                             self.write(shown)
@@ -164,6 +175,17 @@ class _Terminal:
             print(f"❌ {failure}", file=sys.stderr, flush=True)
             return False
         return True
+
+    def show_tool(self, use: ToolUse) -> None:
+        """A tool at work: inline before the answer at a terminal, a line on stderr else
+        (stdout keeps only answers, for scripts)."""
+        if use.state == "done":
+            return
+        what = f"🔧 {use.name}{'…' if use.state == 'start' else ' failed'}"
+        if self.tty:
+            self.write(f"[{what}] ")
+        else:
+            print(what, file=sys.stderr, flush=True)
 
     async def watch_signals(self, done: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -195,7 +217,10 @@ SETTLE = 30.0  # seconds, at most, for learning and writes to finish before leav
 
 async def _main(agent: Agent, once: str | None, name: str, location: Location | None) -> int:
     tty = sys.stdin.isatty() and sys.stdout.isatty() and once is None
-    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)) as http,
+        open_toolbox(agent, http) as tools,
+    ):
         memory = local_memory(agent, location, http)
         ok = True
         async with trio.open_nursery() as nursery:
@@ -203,7 +228,7 @@ async def _main(agent: Agent, once: str | None, name: str, location: Location | 
             await memory.ready()
             own = memory.of(agent.id)
             conversation = await own.conversation(f"terminal:{name}")
-            term = _Terminal(agent, http, sys.stdout, tty, own, conversation)
+            term = _Terminal(agent, http, sys.stdout, tty, own, conversation, tools)
             nursery.start_soon(term.watch_signals, nursery.cancel_scope)
             if once is not None:
                 ok = await term.answer(once)

@@ -18,6 +18,7 @@ from .llm import LLMClient
 from .messages import Image, Message, Turn
 from .n8n import N8nClient, parse_n8n
 from .retry import MAX_TRIES
+from .tools import Toolbox, ToolCall, ToolResult, ToolUse
 
 __all__ = [
     "MAX_TRIES",
@@ -28,6 +29,10 @@ __all__ = [
     "N8nClient",
     "Ready",
     "Think",
+    "ToolCall",
+    "ToolResult",
+    "ToolUse",
+    "Toolbox",
     "Turn",
     "parse_n8n",
     "think",

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,10 +27,25 @@ from ..errors import BrainError
 from ..secrets.crypto import Secret
 from .messages import Turn
 from .retry import JITTER, RETRY_STATUS, Retry, retry_after, with_retries
+from .tools import ToolCall
 
-__all__ = ["Emit", "LLMClient", "shown_url"]
+__all__ = ["Emit", "LLMClient", "Round", "shown_url"]
 
 Emit = Callable[[str], Awaitable[None]]
+log = logging.getLogger("voxbridge.brain")
+
+_NO_TOOLS: set[tuple[str, str]] = set()
+"""(endpoint, model) pairs that refused a request with ``tools``: asked without from then on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One request's reply: the text handed to ``emit`` (or, from a server that does not
+    stream, ``whole``), and the tool calls the LLM asked for, if any."""
+
+    text: str
+    whole: str | None
+    calls: tuple[ToolCall, ...] = ()
 
 
 def shown_url(url: str | Secret, field: str = "llm.base_url") -> str:
@@ -87,17 +104,73 @@ class LLMClient:
 
         Cancellation: the HTTP request is closed at once.
         """
+        done = await self.stream_round(llm, system_prompt, history, emit, where=where)
+        return done.whole
+
+    async def stream_round(
+        self,
+        llm: LLMConfig,
+        system_prompt: str,
+        history: Sequence[Turn],
+        emit: Emit,
+        *,
+        where: str = "llm.base_url",
+        tools: Sequence[Mapping[str, Any]] = (),
+        final: bool = False,
+        more: Sequence[Mapping[str, Any]] = (),
+    ) -> Round:
+        """Like :meth:`stream`, offering ``tools`` (the OpenAI ``tools`` field) and going on
+        with ``more`` messages after ``history`` (the calls of earlier rounds and their
+        results); ``final``: the tools stay listed but may not be called (``tool_choice:
+        none``), the LLM has to answer. The tool calls it asks for are assembled across the
+        streamed deltas.
+
+        An endpoint that refuses a request because of its ``tools`` (a model without tool
+        support) is asked again without them, and from then on never offered any.
+
+        Raises:
+            BrainError: as :meth:`stream`.
+        """
+        key = (reveal(llm.base_url), reveal(llm.model))
+        if tools and key not in _NO_TOOLS:
+            try:
+                return await self._round(
+                    llm, system_prompt, history, emit, where, tools, final, more
+                )
+            except _ToolsRefused as exc:
+                _NO_TOOLS.add(key)
+                log.warning(
+                    "⚠️ the LLM at %s refused tools (%s); asking without them", exc.shown, exc
+                )
+        return await self._round(llm, system_prompt, history, emit, where, (), False, more)
+
+    async def _round(
+        self,
+        llm: LLMConfig,
+        system_prompt: str,
+        history: Sequence[Turn],
+        emit: Emit,
+        where: str,
+        tools: Sequence[Mapping[str, Any]],
+        final: bool,
+        more: Sequence[Mapping[str, Any]],
+    ) -> Round:
         url = _endpoint(reveal(llm.base_url))
         shown = shown_url(llm.base_url)
         headers = {"Accept": "text/event-stream, application/json"}
         if llm.api_key is not None:
             headers["Authorization"] = f"Bearer {llm.api_key.reveal()}"
-        messages: list[dict[str, Any]] = (
+        messages: list[Mapping[str, Any]] = (
             [{"role": "system", "content": system_prompt}] if system_prompt else []
         )
         messages += [{"role": t.role, "content": _content(t)} for t in history]
+        messages += more
         model = reveal(llm.model)
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if tools:
+            body["tools"] = list(tools)
+            if final:
+                body["tool_choice"] = "none"
         if llm.temperature is not None:
             body["temperature"] = llm.temperature
         if llm.max_tokens is not None:
@@ -105,29 +178,36 @@ class LLMClient:
         # Read timeout per chunk: a long answer may take minutes, a silent gap may not.
         timeout = httpx.Timeout(llm.timeout, connect=min(10.0, llm.timeout))
         delivered = 0
+        text: list[str] = []
         whole: list[str] = []
+        calls = _Calls()
 
         async def attempt(scope: trio.CancelScope) -> None:
             nonlocal delivered
+            calls.clear()  # a retried request starts its tool calls afresh
             async with self._http.stream(
                 "POST", url, json=body, headers=headers, timeout=timeout
             ) as response:
                 if response.status_code in RETRY_STATUS:
                     raise Retry(f"HTTP {response.status_code}", retry_after(response))
                 if response.status_code >= 400:
-                    raise BrainError(
-                        await _refusal(response, shown, model, where, llm.api_key is not None)
-                    )
+                    refusal = await _refusal(response, shown, model, where, llm.api_key is not None)
+                    said = (await response.aread()).lower()  # read once: httpx keeps it
+                    if tools and response.status_code in (400, 404, 422) and b"tool" in said:
+                        raise _ToolsRefused(refusal, shown)
+                    raise BrainError(refusal)
                 try:
                     if "text/event-stream" not in response.headers.get("content-type", ""):
-                        data = json.loads(await response.aread())
-                        whole.append(str(data["choices"][0]["message"]["content"] or ""))
+                        message = json.loads(await response.aread())["choices"][0]["message"]
+                        whole.append(str(message.get("content") or ""))
+                        calls.take_whole(message.get("tool_calls") or [])
                         return
-                    async with contextlib.aclosing(_deltas(response)) as deltas:
+                    async with contextlib.aclosing(_deltas(response, calls)) as deltas:
                         async for delta in deltas:
                             if not delivered:
                                 scope.deadline = math.inf  # answering: no retries, no deadline
                             delivered += len(delta)
+                            text.append(delta)
                             await emit(delta)
                 except _ErrorEvent as exc:
                     raise BrainError(f"the LLM at {shown} reported an error: {exc}") from None
@@ -154,7 +234,45 @@ class LLMClient:
                 f"{model}`) or set {where} to a running OpenAI-compatible server"
             ),
         )
-        return whole[0] if whole else None
+        return Round("".join(text), whole[0] if whole else None, calls.done())
+
+
+class _ToolsRefused(BrainError):
+    """The endpoint refused a request because of its ``tools``."""
+
+    def __init__(self, message: str, shown: str) -> None:
+        super().__init__(message)
+        self.shown = shown
+
+
+class _Calls:
+    """Tool calls assembled from streamed deltas: each delta carries a piece of one call,
+    named by its ``index`` (the id and name come first, the arguments in fragments)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, list[str]] = {}
+
+    def clear(self) -> None:
+        self._parts.clear()
+
+    def take(self, deltas: list[Any]) -> None:
+        for n, delta in enumerate(deltas):
+            index = delta.get("index", n)
+            part = self._parts.setdefault(int(index), ["", "", ""])
+            function = delta.get("function") or {}
+            part[0] = delta.get("id") or part[0]
+            part[1] += function.get("name") or ""
+            part[2] += function.get("arguments") or ""
+
+    def take_whole(self, calls: list[Any]) -> None:
+        self.take([{**c, "index": n} for n, c in enumerate(calls)])
+
+    def done(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(part[0] or f"call_{index}", part[1], part[2])
+            for index, part in sorted(self._parts.items())
+            if part[1]
+        )
 
 
 def _content(turn: Turn) -> str | list[dict[str, Any]]:
@@ -187,8 +305,8 @@ class _ErrorEvent(Exception):
     """An ``{"error": ...}`` event in the stream (OpenRouter and vLLM send them mid-answer)."""
 
 
-async def _deltas(response: httpx.Response) -> Any:
-    """The text deltas of a server-sent event stream."""
+async def _deltas(response: httpx.Response, calls: _Calls) -> Any:
+    """The text deltas of a server-sent event stream; tool call pieces go to ``calls``."""
     done = False
     failed: str | None = None
     # Read to the end rather than stop at [DONE] or an error: httpx's nested byte/text/line
@@ -207,8 +325,10 @@ async def _deltas(response: httpx.Response) -> Any:
             failed = str(error.get("message", error) if isinstance(error, dict) else error)
             continue
         choices = chunk.get("choices") or []
-        delta = (choices[0].get("delta") or {}).get("content") if choices else None
-        if delta:
-            yield delta
+        delta = (choices[0].get("delta") or {}) if choices else {}
+        if delta.get("tool_calls"):
+            calls.take(delta["tool_calls"])
+        if delta.get("content"):
+            yield delta["content"]
     if failed:
         raise _ErrorEvent(failed[:200])

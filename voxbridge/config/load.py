@@ -258,12 +258,28 @@ class _Checker:
                 if name not in present:
                     self.add(path, f"missing required key '{name}'", at_key=True)
             return
+        if v == "dependentRequired" and isinstance(inst, dict):
+            for key, needs in expected.items():
+                missing = [n for n in needs if key in inst and n not in inst]
+                if missing:
+                    self.add((*path, key), _dependent(key, missing[0]), at_key=True)
+            return
+        if v == "pattern" and "propertyNames" in err.schema_path:
+            path = (*path, str(inst))  # a key of the mapping: point at that key
+            what = str(sch.get("x-expected") or "another name")
+            self.add(path, f"expected {what}; found {_shown(inst, False)}", at_key=True)
+            return
         if v == "type":
             msg = f"expected {_expected_types(sch)}, found {_kind(inst)}"
             if not secret and not isinstance(inst, dict | list):
                 msg += f" ({_shown(inst, secret)})"
                 msg += self._quote_hint(path, sch)
-        elif v == "anyOf":
+        elif v == "oneOf" and isinstance(inst, dict):
+            what = str(sch.get("x-expected") or "another kind of value")
+            keys = [b["required"][0] for b in expected if b.get("required")]
+            found = " and ".join(k for k in keys if k in inst) or "none of them"
+            msg = f"expected {what}; found {found}"
+        elif v in ("anyOf", "oneOf"):
             what = str(sch.get("x-expected") or "another kind of value").rstrip(".")
             what = what[0].lower() + what[1:]
             msg = f"expected {what}; found {_shown(inst, secret)}"
@@ -273,7 +289,7 @@ class _Checker:
         elif v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             sign = {"minimum": "≥", "maximum": "≤", "exclusiveMinimum": ">"}.get(v, "<")
             msg = f"must be {sign} {err.validator_value}; found {_shown(inst, secret)}"
-        elif v == "minLength":
+        elif v in ("minLength", "minItems"):
             msg = "must not be empty"
         elif v == "maxLength":
             msg = f"longer than {err.validator_value} characters"
@@ -285,6 +301,20 @@ class _Checker:
         else:  # pragma: no cover - other keywords are not used by the built-in schema
             msg = "invalid value" if secret else err.message
         self.add(path, msg)
+
+
+_GOES_WITH = {
+    "command": "an MCP server started as a child process (command)",
+    "url": "an MCP server over HTTP (url)",
+    "n8n": "an n8n workflow (n8n)",
+}
+
+
+def _dependent(key: str, needed: str) -> str:
+    """Why ``key`` is out of place without ``needed`` (a tool server's dependentRequired)."""
+    if key in _GOES_WITH.keys() - {needed}:
+        return f"'{key}' needs '{needed}' beside it"
+    return f"'{key}' is for {_GOES_WITH.get(needed, repr(needed))}: remove it, or add '{needed}'"
 
 
 def _errors_in_order(errors: Iterable[ValidationError]) -> list[ValidationError]:

@@ -17,14 +17,17 @@ from ..secrets.crypto import Secret
 from .duration import parse_duration
 
 __all__ = [
+    "BACKCHANNELS",
     "Agent",
     "EmbeddingsConfig",
+    "InterruptionConfig",
     "LLMConfig",
     "MemoryConfig",
     "PluginConfig",
     "RestartPolicy",
     "SpeechConfig",
     "Text",
+    "ToolServerConfig",
     "VADConfig",
     "VoiceConfig",
     "freeze",
@@ -96,8 +99,8 @@ class LLMConfig:
 
 @dataclass(frozen=True, slots=True)
 class SpeechConfig:
-    """One speech provider (STT or TTS): ``offline``, ``openai`` or ``wyoming``, and its
-    settings."""
+    """One speech provider (STT or TTS): ``offline``, ``openai``, ``wyoming`` or (STT)
+    ``whisper``, and its settings."""
 
     provider: str = "offline"
     base_url: Text | None = None
@@ -109,6 +112,8 @@ class SpeechConfig:
     speed: float | None = None
     sample_rate: int | None = None
     timeout: float = 30.0
+    compute_type: str = "int8"
+    threads: int | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SpeechConfig:
@@ -123,26 +128,68 @@ class SpeechConfig:
             speed=raw.get("speed"),
             sample_rate=raw.get("sample_rate"),
             timeout=parse_duration(raw.get("timeout", 30.0)),
+            compute_type=raw.get("compute_type", "int8"),
+            threads=raw.get("threads"),
         )
+
+
+SMART_END_OF_TURN = 2.0
+"""``end_of_turn``'s default when ``smart_turn`` is on."""
+
+BACKCHANNELS = (
+    "mm-hmm", "mhm", "mm", "hmm", "uh-huh", "uh", "um", "ah", "oh", "yeah", "yep", "yes",
+    "okay", "ok", "right", "sure", "i see", "got it", "go on", "wow", "really",
+)  # fmt: skip
+"""What a listener says to mean "go on": heard over the agent, it does not interrupt."""
 
 
 @dataclass(frozen=True, slots=True)
 class VADConfig:
-    """When a person is speaking: durations in seconds."""
+    """When a person is speaking: durations in seconds. ``smart_turn``: ``True`` (the Smart
+    Turn v3 model from an installed pipecat-ai), a path to its ONNX file, or ``None`` (off);
+    it is asked after ``pause`` of silence whether the person finished."""
 
     threshold: float = 0.5
     min_speech: float = 0.25
     end_of_turn: float = 0.6
     max_utterance: float = 30.0
+    smart_turn: bool | str | None = None
+    pause: float = 0.2
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VADConfig:
         d = cls()
+        smart = raw.get("smart_turn") or None
+        # With the model deciding when a finished sentence ends, end_of_turn only bounds the
+        # wait of an unfinished one: it can be long (a thinking pause is not cut).
+        end_of_turn = SMART_END_OF_TURN if smart else d.end_of_turn
         return cls(
             threshold=float(raw.get("threshold", d.threshold)),
             min_speech=parse_duration(raw.get("min_speech", d.min_speech)),
-            end_of_turn=parse_duration(raw.get("end_of_turn", d.end_of_turn)),
+            end_of_turn=parse_duration(raw.get("end_of_turn", end_of_turn)),
             max_utterance=parse_duration(raw.get("max_utterance", d.max_utterance)),
+            smart_turn=smart,
+            pause=parse_duration(raw.get("pause", d.pause)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionConfig:
+    """What speech over the agent does (with ``barge_in``): with ``resume``, the agent's voice
+    pauses at once; if what was said has no words but ``backchannels`` (or none at all) within
+    ``timeout``, it resumes where it paused, else the turn is cut. Without, it is cut at once."""
+
+    resume: bool = True
+    timeout: float = 2.0
+    backchannels: tuple[str, ...] = BACKCHANNELS
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> InterruptionConfig:
+        d = cls()
+        return cls(
+            resume=bool(raw.get("resume", d.resume)),
+            timeout=parse_duration(raw.get("timeout", d.timeout)),
+            backchannels=tuple(str(b).lower() for b in raw.get("backchannels", d.backchannels)),
         )
 
 
@@ -155,6 +202,7 @@ class VoiceConfig:
     vad: VADConfig = field(default_factory=VADConfig)
     barge_in: bool = True
     greeting: Text | None = None
+    interruptions: InterruptionConfig = field(default_factory=InterruptionConfig)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VoiceConfig:
@@ -164,6 +212,7 @@ class VoiceConfig:
             vad=VADConfig.from_dict(raw.get("vad", {})),
             barge_in=bool(raw.get("barge_in", True)),
             greeting=raw.get("greeting"),
+            interruptions=InterruptionConfig.from_dict(raw.get("interruptions", {})),
         )
 
 
@@ -212,6 +261,54 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolServerConfig:
+    """One entry of an agent's ``tools`` section: an MCP server run as a child process
+    (``command``), one reached over streamable HTTP (``url``), or an n8n workflow as one tool
+    (``n8n``, with its ``description`` and JSON Schema ``parameters``)."""
+
+    name: str
+    command: tuple[Text, ...] = ()
+    env: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    cwd: Text | None = None
+    url: Text | None = None
+    headers: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+    allow: tuple[str, ...] | None = None
+    timeout: float = 30.0
+    n8n: Secret | None = None
+    description: str = ""
+    parameters: Mapping[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``stdio``, ``http`` or ``n8n``."""
+        if self.command:
+            return "stdio"
+        return "http" if self.url is not None else "n8n"
+
+    def allows(self, tool: str) -> bool:
+        """Whether the server's tool ``tool`` is offered to the LLM (``allow``)."""
+        return self.allow is None or tool in self.allow
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any]) -> ToolServerConfig:
+        allow = raw.get("allow")
+        parameters = raw.get("parameters")
+        return cls(
+            name=name,
+            command=tuple(raw.get("command", ())),
+            env=freeze(raw.get("env", {})),
+            cwd=raw.get("cwd"),
+            url=raw.get("url"),
+            headers=freeze(raw.get("headers", {})),
+            allow=tuple(allow) if allow is not None else None,
+            timeout=parse_duration(raw.get("timeout", 30.0)),
+            n8n=raw.get("n8n"),
+            description=raw.get("description", ""),
+            parameters=freeze(parameters) if parameters is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PluginConfig:
     """One plugin section: its type, whether it runs, and its own settings (read-only, secrets
     as Secret)."""
@@ -236,6 +333,8 @@ class Agent:
     voice: VoiceConfig | None = None
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    tools: Mapping[str, ToolServerConfig] = field(default_factory=lambda: MappingProxyType({}))
+    tool_steps: int = 5
     plugins: Mapping[str, PluginConfig] = field(default_factory=lambda: MappingProxyType({}))
     # Where top-level keys and plugin sections start (line, column), for messages about them.
     # Not part of equality: moving a line is not a change of configuration.
@@ -287,6 +386,10 @@ class Agent:
             voice=VoiceConfig.from_dict(raw["voice"]) if "voice" in raw else None,
             memory=MemoryConfig.from_dict(raw.get("memory", {})),
             restart=RestartPolicy.from_dict(raw.get("restart", {})),
+            tools=MappingProxyType(
+                {n: ToolServerConfig.from_dict(n, t) for n, t in raw.get("tools", {}).items()}
+            ),
+            tool_steps=int(raw.get("tool_steps", 5)),
             plugins=MappingProxyType(plugins),
             locations=MappingProxyType(dict(locations or {})),
         )

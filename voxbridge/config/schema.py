@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 from ..plugins.api import Plugin, installed_plugins
 
-__all__ = ["agent_schema", "secret_paths", "validator"]
+__all__ = ["FieldPaths", "agent_schema", "secret_paths", "validator"]
 
 Path_ = tuple[str, ...]
 
@@ -68,7 +68,8 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
         # The definition's description says what a value must look like; error messages use it.
-        out = {**target, **out, "x-expected": target.get("description", "")}
+        expected = target.get("x-expected") or target.get("description", "")
+        out = {**target, **out, "x-expected": expected}
     return out
 
 
@@ -85,15 +86,45 @@ def validator(plugins: Mapping[str, Plugin] | None = None) -> Draft202012Validat
     return _validator(tuple(chosen.values()))
 
 
-def secret_paths(schema: Mapping[str, Any]) -> frozenset[Path_]:
-    """The dotted paths of every property marked ``"x-secret": true`` (objects only)."""
+class FieldPaths(frozenset[Path_]):
+    """Field paths, where ``*`` in a path stands for any key (``tools.*.env.*``): ``in`` matches
+    a concrete path against them."""
+
+    __slots__ = ()
+
+    def __contains__(self, path: object) -> bool:
+        if frozenset.__contains__(self, path):
+            return True
+        if not isinstance(path, tuple):
+            return False
+        return any(
+            len(pattern) == len(path)
+            and all(p in ("*", k) for p, k in zip(pattern, path, strict=True))
+            for pattern in self
+            if "*" in pattern
+        )
+
+    def __or__(self, other: Iterable[Path_]) -> FieldPaths:  # type: ignore[override]
+        return FieldPaths(frozenset.union(self, other))
+
+
+def secret_paths(schema: Mapping[str, Any]) -> FieldPaths:
+    """The dotted paths of every property marked ``"x-secret": true`` (objects only); a value of
+    a free-form mapping (``additionalProperties``) is ``*`` in the path."""
     found: set[Path_] = set()
+    defs = schema.get("$defs", {})
 
     def walk(node: Mapping[str, Any], path: Path_) -> None:
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            node = {**defs[ref.removeprefix("#/$defs/")], **node}
         if node.get("x-secret"):
             found.add(path)
         for name, sub in node.get("properties", {}).items():
             walk(sub, (*path, name))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            walk(extra, (*path, "*"))
 
     walk(schema, ())
-    return frozenset(found)
+    return FieldPaths(found)

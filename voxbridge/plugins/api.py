@@ -36,21 +36,32 @@ import trio
 from ..brain import Answer, Message, N8nClient, Ready, Turn, think
 from ..config.model import Agent, PluginConfig
 from ..memory import AgentMemory
+from ..tools.toolbox import AgentToolbox
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "TOOL_ACTOR",
     "Actor",
     "Context",
     "Fleet",
     "Plugin",
     "WebEndpoints",
     "installed_plugins",
+    "is_tool_actor",
 ]
 
 T = TypeVar("T")
+TOOL_ACTOR = "tools."
+"""An agent's MCP servers run as actors named ``tools.<server>`` beside its plugins' (plugin
+types have no dot, so the names never meet)."""
+
+
+def is_tool_actor(name: str) -> bool:
+    """Whether the actor ``name`` is a tool server's (``tools.<server>``)."""
+    return name.startswith(TOOL_ACTOR)
 
 
 class Fleet(Protocol):
@@ -95,6 +106,9 @@ class Fleet(Protocol):
     def lasting(self, agent_id: str, name: str, make: Callable[[], T]) -> T:
         """The agent's object ``name``, made by ``make()`` on first use and kept by the runtime
         across restarts of the agent's actors (see Context.lasting)."""
+
+    def tool_called(self, agent_id: str, tool: str, outcome: str, seconds: float) -> None:
+        """Count one tool call (``outcome``: ``ok``, ``error``, ``timeout``) for the metrics."""
         ...
 
 
@@ -196,8 +210,9 @@ class Context:
     ) -> AsyncIterator[Answer]:
         facts = await self.memory.recall(message.person, message.text)
         found = self.fleet.service(self.agent_id, "n8n")
+        agent = self.agent
         async with think(
-            self.agent,
+            agent,
             message,
             history,
             http=self.fleet.http(),
@@ -205,8 +220,20 @@ class Context:
             logger=self.log,
             facts=facts,
             before_first=stored,
+            tools=self._toolbox(agent) if agent.tools else None,
         ) as answer:
             yield answer
+
+    def _toolbox(self, agent: Agent) -> AgentToolbox:
+        """The agent's tools on offer now: its running MCP servers' and its n8n tools."""
+        fleet, agent_id = self.fleet, self.agent_id
+        return AgentToolbox(
+            agent,
+            lambda name: fleet.service(agent_id, TOOL_ACTOR + name),
+            fleet.http(),
+            lambda tool, outcome, seconds: fleet.tool_called(agent_id, tool, outcome, seconds),
+            self.log,
+        )
 
     def cleanup_scope(self) -> trio.CancelScope:
         """A shielded scope for clean-up after cancellation, bounded by the grace period."""

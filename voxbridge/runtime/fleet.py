@@ -7,6 +7,7 @@ It is built and driven by :mod:`voxbridge.runtime.run`; nothing here starts task
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -18,11 +19,11 @@ import httpx
 import trio
 
 from ..config.load import AgentIndex
-from ..config.model import Agent
+from ..config.model import Agent, PluginConfig
 from ..errors import PermanentFailure, VoxbridgeError
 from ..logs import actor_logger
 from ..memory import Location, MemoryService
-from ..plugins.api import Actor, Context, Plugin
+from ..plugins.api import TOOL_ACTOR, Actor, Context, Plugin, is_tool_actor
 from ..secrets.keys import Keyring, load_keyring
 from .default_agent import DefaultAgent, Selections
 from .monitor import Monitor
@@ -185,6 +186,10 @@ class Runtime:
         found: T = self._lasting[key]  # type: ignore[assignment]  # made by this same call
         return found
 
+    def tool_called(self, agent_id: str, tool: str, outcome: str, seconds: float) -> None:
+        self.table.count_tool(agent_id, tool, outcome)
+        self.table.observe("tool", seconds)
+
     # --- actors --------------------------------------------------------------------------------
 
     def _actor(self, plugin: str) -> Actor:
@@ -199,7 +204,9 @@ class Runtime:
     def spec_for(self, agent: Agent, plugin: str) -> ActorSpec:
         """How to run ``plugin`` for ``agent``: the context reads the agent live."""
         key: ActorKey = (agent.id, plugin)
-        config = agent.plugins[plugin]
+        tool = agent.tools[plugin.removeprefix(TOOL_ACTOR)] if is_tool_actor(plugin) else None
+        # A tool server's actor has no plugin section: its own section is what it runs.
+        config = agent.plugins[plugin] if tool is None else PluginConfig(plugin, True)
         last = [agent]
 
         def current() -> Agent:
@@ -230,6 +237,11 @@ class Runtime:
                 _observe=self.table.observe,
             )
 
+        if tool is not None:
+            from ..tools.actor import run as tool_actor  # the MCP SDK: loaded only when used
+
+            actor: Actor = functools.partial(tool_actor, tool)
+            return ActorSpec(key, actor, make_context, current, config=tool)
         return ActorSpec(key, self._actor(plugin), make_context, current, config=config)
 
     def _stamp(self) -> int:

@@ -37,7 +37,7 @@ from ..config.load import (
 )
 from ..config.model import Agent, PluginConfig
 from ..errors import ConfigError, Problem
-from ..plugins.api import Plugin, installed_plugins
+from ..plugins.api import TOOL_ACTOR, Plugin, installed_plugins
 from ..secrets.keys import Keyring
 from .default_agent import DefaultAgent
 from .state import ActorState, StateTable
@@ -292,9 +292,15 @@ class Reconciler:
         return "removed"
 
     def _running_plugins(self, agent: Agent | None) -> dict[str, object]:
+        """The actors ``agent`` runs, by name, with the section each runs: its enabled
+        plugins, and its MCP servers (``tools.<name>``; an n8n tool needs no actor)."""
         if agent is None or not self._owns(agent.id):
             return {}
-        return {t: agent.plugins[t] for t in agent.enabled_plugins}
+        actors: dict[str, object] = {t: agent.plugins[t] for t in agent.enabled_plugins}
+        for name, tool in agent.tools.items():
+            if tool.kind != "n8n":
+                actors[f"{TOOL_ACTOR}{name}"] = tool
+        return actors
 
     def _spec(self, agent: Agent, plugin: str, version: str | None) -> ActorSpec:
         return replace(self._spec_for(agent, plugin), version=version)

@@ -160,6 +160,10 @@ class StateTable:
     _subscribers: set[Subscription] = field(default_factory=set)
     histograms: dict[str, Histogram] = field(default_factory=dict)
     dropped_events: int = 0
+    tool_calls: collections.Counter[tuple[str, str, str]] = field(
+        default_factory=collections.Counter
+    )
+    """Tool calls by (agent, tool, outcome)."""
 
     # --- actors ------------------------------------------------------------------------------
 
@@ -212,6 +216,10 @@ class StateTable:
 
     def counters(self, key: ActorKey) -> Mapping[str, int]:
         return MappingProxyType(self._counters.get(key, collections.Counter()))
+
+    def count_tool(self, agent: str, tool: str, outcome: str) -> None:
+        """Count one call of ``tool`` (``server.tool``) by ``agent``."""
+        self.tool_calls[agent, tool, outcome] += 1
 
     def observe(self, name: str, seconds: float, buckets: tuple[float, ...] = BUCKETS) -> None:
         """Record a duration (``reload``, ``brain``) for the metrics; ``buckets``: its

@@ -86,13 +86,15 @@ def _walk(value: Any) -> Iterable[str]:
 
 def _secrets(agent: Agent) -> Iterable[str]:
     """Every decrypted value of ``agent``: its llm (key, and any field encrypted on request),
-    prompt, description and plugin settings."""
+    prompt, description, plugin settings and tool servers' secrets."""
     llm = agent.llm
     fields = (llm.base_url, llm.model, llm.api_key) if llm is not None else ()
     for value in (*fields, agent.system_prompt, agent.description):
         yield from _walk(value)
     for plugin in agent.plugins.values():
         yield from _walk(plugin.settings)
+    for tool in agent.tools.values():
+        yield from _walk((tool.url, tool.n8n, tool.env, tool.headers, tool.command))
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,8 +6,8 @@ step by hand): actors by state, restarts, every per-actor count (one family,
 (``voxbridge_agent_version_info``, its git blob id and commit as labels) and a rejected one,
 actors kept on their previous version, reloads and their latency, load errors,
 brain latency, each voice stage's latency, open voice sessions, memory (degraded per agent,
-rows, writes waiting and lost, facts learned, each store operation's latency), process CPU and
-RSS, Trio scheduling lag, dropped events.
+rows, writes waiting and lost, facts learned, each store operation's latency), tool calls by
+outcome and their latency, process CPU and RSS, Trio scheduling lag, dropped events.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ HISTOGRAMS = (
     ("memory_read", "Memory: one read of the store, seconds"),
     ("memory_history_load", "Memory: a conversation loaded when first used, seconds"),
     ("memory_recall", "Memory: the facts recalled into one answer, seconds"),
+    ("tool", "Tools: one call, from the LLM's request to its result, seconds"),
 )
 GAUGES = frozenset({"voice_sessions"})  # counts that go down as well as up
 
@@ -123,6 +124,15 @@ class _RuntimeCollector(Collector):
         yield from (live, rejected)
 
         yield from _memory(rt)
+
+        calls = CounterMetricFamily(
+            "voxbridge_tool_calls",
+            "Tool calls by agent, tool (server.tool) and outcome (ok, error, timeout)",
+            labels=["agent", "tool", "outcome"],
+        )
+        for (agent, tool, outcome), count in sorted(table.tool_calls.items()):
+            calls.add_metric([agent, tool, outcome], count)
+        yield calls
 
         yield GaugeMetricFamily("voxbridge_agents", "Agents loaded", value=len(rt.index.by_id))
         yield GaugeMetricFamily(

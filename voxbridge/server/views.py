@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..plugins.api import WebEndpoints
+from ..config.model import ToolServerConfig
+from ..plugins.api import TOOL_ACTOR, WebEndpoints
 from ..runtime.state import ActorState
 from ..runtime.version import is_version
 from ..secrets.crypto import Secret
@@ -69,6 +70,7 @@ def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
         "error": problems or None,
         "version": _version_view(runtime, agent.id),
         "memory": runtime.memory.of(agent.id).health(),
+        "tools": {name: _tool_view(runtime, agent.id, t) for name, t in agent.tools.items()},
         "plugins": {
             t: (
                 {"enabled": True, **actor_view(runtime, agent.id, t)}
@@ -78,6 +80,17 @@ def agent_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:
             for t, p in agent.plugins.items()
         },
     }
+
+
+def _tool_view(runtime: Runtime, agent_id: str, tool: ToolServerConfig) -> dict[str, Any]:
+    """A tool server as the API shows it: its kind, and for an MCP server its actor's state
+    and the tools it offers (never its command, URL, headers or environment)."""
+    if tool.kind == "n8n":
+        return {"kind": "n8n", "state": "ready", "tools": [tool.name]}
+    name = TOOL_ACTOR + tool.name
+    server = runtime.service(agent_id, name)
+    offered = [t.name for t in getattr(server, "tools", ())] if server is not None else []
+    return {"kind": tool.kind, **actor_view(runtime, agent_id, name), "tools": offered}
 
 
 def _version_view(runtime: Runtime, agent_id: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ __all__ = ["EspeakTTS", "sample_rate", "synthesize"]
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
+_SSML = 0x10  # espeakSSML: the text is SSML (<break time="1s"/>, <prosody>...)
 _RATE_PARAMETER = 1  # espeakRATE: words per minute
 _NORMAL_WPM = 175
 _CALLBACK = ctypes.CFUNCTYPE(
@@ -71,8 +72,9 @@ def _library() -> tuple[ctypes.CDLL, int]:
     return _lib, _rate
 
 
-def synthesize(text: str, voice: str = "en-us", speed: float = 1.0) -> bytes:
-    """``text`` spoken, ``s16le`` mono at :func:`sample_rate` (blocking: a couple of ms)."""
+def synthesize(text: str, voice: str = "en-us", speed: float = 1.0, *, ssml: bool = False) -> bytes:
+    """``text`` spoken, ``s16le`` mono at :func:`sample_rate` (blocking: a couple of ms);
+    ``ssml``: ``text`` is SSML."""
     with _lock:
         lib, _ = _library()
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -80,7 +82,8 @@ def synthesize(text: str, voice: str = "en-us", speed: float = 1.0) -> bytes:
         lib.espeak_SetParameter(_RATE_PARAMETER, round(_NORMAL_WPM * speed), 0)
         data = text.encode("utf-8") + b"\0"
         _chunks.clear()
-        if lib.espeak_Synth(data, len(data), 0, 0, 0, _CHARS_UTF8, None, None) != 0:
+        flags = _CHARS_UTF8 | (_SSML if ssml else 0)
+        if lib.espeak_Synth(data, len(data), 0, 0, 0, flags, None, None) != 0:
             raise SpeechError("espeak-ng could not speak that text")
         return b"".join(_chunks)
 

@@ -1,17 +1,23 @@
 """One spoken conversation, as a Trio task tree; channels only feed and drain frames.
 
     session
-    ├── listen        one per speaker: frames → VAD → turns; an onset while the agent talks
-    │                 is a barge-in, whoever speaks
+    ├── listen        one per speaker: frames → VAD (and Smart Turn) → turns; an onset while
+    │                 the agent talks pauses it, whoever speaks
     └── converse      one turn per utterance (any speaker's, in order), in a cancel scope of its own
         └── turn      STT → transcript
             ├── think       the brain's stream → deltas (shown) → sentences
             ├── synthesize  each sentence → TTS, while earlier ones play
-            └── play        audio → the channel's rate → 20 ms frames, paced by the channel
+            ├── play        audio → the channel's rate → 20 ms frames, paced by the channel
+            └── judge       (after a pause) were there words in what interrupted?
 
-A barge-in cancels the turn's scope: the LLM request, the TTS request and the playback stop
-together; the channel is told to drop what it has queued; the history keeps the answer as far
-as it was heard, marked cut. With ``barge_in: false`` speech during the agent's turn is ignored.
+Speech over the agent pauses its voice at once (``interruptions``). If what was said turns out
+to have no words — a cough, "mm-hmm" — within ``interruptions.timeout``, the voice resumes where
+the listener stopped hearing it. Otherwise it is a barge-in: the turn's scope is cancelled, so
+the LLM request, the TTS request and the playback stop together; the channel is told to drop
+what it has queued; the history keeps the answer as far as it was heard, marked cut; what
+interrupted is the next turn (its transcript is not made twice). With ``interruptions.resume:
+false`` the onset cuts at once; with ``barge_in: false`` speech during the agent's turn is
+ignored.
 Stages are joined by bounded channels, so a slow stage holds the others back instead of growing
 memory; every stage's latency is measured at its edges (``observe``).
 
@@ -22,21 +28,25 @@ reaches the brain and the history attributed to them ("Ann: …").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from ..brain import Message, Think
+from ..brain import Answer, Message, Think, ToolUse
 from ..config.model import VoiceConfig, reveal
 from ..errors import BrainError
 from ..memory import Conversation, Exchange
 from .audio import FRAME_SAMPLES, Resampler
+from .backchannels import has_words
 from .output import Output
+from .playback import Voice
 from .sentences import SentenceSplitter, speakable
+from .smart_turn import SmartTurn
 from .speech import STT, TTS, SpeechError
-from .turns import SpeechStarted, TurnDetector, Utterance
+from .turns import SpeechPaused, SpeechResumed, SpeechStarted, TurnDetector, Utterance
 from .vad import VAD
 
 __all__ = ["CANT_ANSWER", "CANT_HEAR", "Speaker", "VoiceSession"]
@@ -44,6 +54,8 @@ __all__ = ["CANT_ANSWER", "CANT_HEAR", "Speaker", "VoiceSession"]
 log = logging.getLogger("voxbridge.voice")
 
 CANT_ANSWER = "Sorry, I can't answer right now. Please try again in a moment."
+FILLER = "One moment, let me check."
+FILLER_AFTER = 1.0  # seconds a tool may keep the answer waiting before the filler is said
 CANT_HEAR = "Sorry, I couldn't make that out: my speech recognition is not working."
 _SENTENCES = 16  # sentences the brain may run ahead of the voice
 _AUDIO = 64  # pieces of synthesized audio the TTS may run ahead of playback
@@ -72,6 +84,24 @@ class _Spoken:
     utterance: Utterance
     ended: float
     speaker: Speaker
+    text: str | None = None  # transcribed already (while judging an interruption)
+
+
+class _Judging:
+    """An interruption being judged: the agent is paused until what ``speaker`` said so far
+    (at their first pause, or their utterance's end) is heard. ``verdict``: ``None`` while
+    judging, then ``"backchannel"`` (resumed) or ``"words"`` (barged in)."""
+
+    def __init__(self, speaker: Speaker) -> None:
+        self.speaker = speaker
+        self.send, self.receive = trio.open_memory_channel[_Spoken | bytes](1)
+        self.verdict: str | None = None
+        self.text: str | None = None  # all that was said, when the verdict heard it all
+        self.more = False  # they spoke on while it was being transcribed
+
+    def hear(self, said: _Spoken | bytes) -> None:
+        with contextlib.suppress(trio.WouldBlock):  # the first thing heard decides
+            self.send.send_nowait(said)
 
 
 @dataclass
@@ -109,6 +139,27 @@ class _Heard:
         return " ".join(parts)
 
 
+class _Filler:
+    """A few words while a tool keeps the answer waiting: said once per answer, when a tool
+    has run for :data:`FILLER_AFTER` with no text yet; not remembered in the history."""
+
+    def __init__(self, out: trio.MemorySendChannel[tuple[str, bool]]) -> None:
+        self._out = out
+        self.scope = trio.CancelScope()
+        self._armed = False
+
+    def heard(self, use: ToolUse, answer: Answer, nursery: trio.Nursery) -> None:
+        if use.state == "start" and not self._armed and not answer.text:
+            self._armed = True
+            nursery.start_soon(self._say, answer)
+
+    async def _say(self, answer: Answer) -> None:
+        with self.scope:
+            await trio.sleep(FILLER_AFTER)
+            if answer.running_tools() and not answer.text:
+                await self._out.send((FILLER, False))
+
+
 class VoiceSession:
     """A spoken conversation with one agent over one channel."""
 
@@ -128,6 +179,7 @@ class VoiceSession:
         observe: Callable[[str, float], None] = _nothing,
         count: Callable[[str, int], None] = _nothing,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+        smart_turn: SmartTurn | None = None,
     ) -> None:
         self.config = config
         self._stt, self._tts, self._new_vad = stt, tts, vad
@@ -139,7 +191,11 @@ class VoiceSession:
         self._speaker = speaker  # of a one-speaker session (run)
         self._utterances, self._heard = trio.open_memory_channel[_Spoken](2)
         self._observe, self._count, self._log = observe, count, logger
+        self._smart_turn = smart_turn
         self._turn: trio.CancelScope | None = None
+        self._turn_tasks: trio.Nursery | None = None
+        self._voice: Voice | None = None  # the agent's voice in the current turn
+        self._judging: _Judging | None = None
         self.utterances = 0
         """Utterances heard and taken as turns so far."""
         self._onset: float | None = None  # when the barge-in that cut the turn was heard
@@ -164,31 +220,108 @@ class VoiceSession:
     def ear(self, speaker: Speaker) -> Callable[[bytes], Awaitable[None]]:
         """What hears one speaker: call it with each of their frames (16 kHz ``s16le``), in
         order. For a channel that makes frames in a task of its own: no hop between tasks."""
-        detector = TurnDetector(self._new_vad(), self.config.vad)
+        detector = TurnDetector(self._new_vad(), self.config.vad, self._smart_turn)
         over_the_agent = False  # this utterance began while the agent had the turn
+        judged: _Judging | None = None  # what the agent made of this utterance, so far
 
         async def hear(frame: bytes) -> None:
-            nonlocal over_the_agent
+            nonlocal over_the_agent, judged
             for event in await detector.push(frame):
+                judging = self._judging if self._judging is judged else None
                 if isinstance(event, SpeechStarted):
-                    over_the_agent = self._turn is not None
+                    over_the_agent, judged = self._turn is not None, None
                     if over_the_agent and self.config.barge_in:
-                        await self._barge_in()
-                    continue
-                if over_the_agent and not self.config.barge_in:
+                        judged = await self._interrupted(speaker)
+                elif isinstance(event, SpeechResumed):
+                    if judged is None:
+                        pass
+                    elif judged.verdict is None:
+                        judged.more = True
+                    elif judged.verdict == "backchannel" and self._turn is not None:
+                        judged = await self._interrupted(speaker)  # more than "mm-hmm"?
+                    else:
+                        judged = None  # words, and more of them: the utterance is the turn
+                elif isinstance(event, SpeechPaused):
+                    if judging is not None:
+                        judging.hear(event.pcm)  # what was said so far decides
+                elif over_the_agent and not self.config.barge_in:
                     self._count("voice_ignored", 1)  # spoken over the agent: not a turn
-                    continue
-                try:
-                    self._utterances.send_nowait(_Spoken(event, trio.current_time(), speaker))
-                    self.utterances += 1
-                except trio.WouldBlock:
-                    self._count("voice_ignored", 1)
+                elif judging is not None:
+                    judging.hear(_Spoken(event, trio.current_time(), speaker))
+                elif judged is not None and judged.verdict == "backchannel":
+                    pass  # "mm-hmm" said, the agent went on: no turn
+                else:
+                    text = judged.text if judged is not None else None  # heard it all already
+                    self._take(_Spoken(event, trio.current_time(), speaker, text))
 
         return hear
 
+    def _take(self, spoken: _Spoken) -> None:
+        """``spoken`` is a turn (after the ones waiting)."""
+        try:
+            self._utterances.send_nowait(spoken)
+            self.utterances += 1
+        except trio.WouldBlock:
+            self._count("voice_ignored", 1)
+
+    async def _interrupted(self, speaker: Speaker) -> _Judging | None:
+        """Someone began to speak over the agent: pause it, and judge what they say (returned);
+        or, when told not to wait for words, barge in at once."""
+        assert self._voice is not None
+        self._onset = trio.current_time()
+        if not self.config.interruptions.resume or self._turn_tasks is None:
+            await self._barge_in()
+            return None
+        if self._judging is not None:
+            return None  # paused already; the first speaker's words decide
+        self._judging = judging = _Judging(speaker)
+        self._count("voice_pauses", 1)
+        await self._voice.pause()
+        self._observe("voice_barge_in", trio.current_time() - self._onset)
+        self._onset = None  # measured: the voice stopped
+        self._turn_tasks.start_soon(self._judge, judging)
+        return judging
+
+    async def _judge(self, judging: _Judging) -> None:
+        """Resume the paused voice if what interrupted has no words (a cough, "mm-hmm") —
+        heard at the speaker's first pause, or when their utterance ended — within
+        ``interruptions.timeout``; else barge in (an utterance heard whole is the next turn)."""
+        config = self.config.interruptions
+        said: _Spoken | bytes | None = None
+        text: str | None = None
+        with trio.move_on_after(config.timeout) as waited:
+            while True:
+                said = await judging.receive.receive()
+                judging.more = False
+                pcm = said.utterance.pcm if isinstance(said, _Spoken) else said
+                try:
+                    with trio.fail_after(self.config.stt.timeout):
+                        text = (await self._stt.transcribe(pcm)).strip()
+                except (SpeechError, trio.TooSlowError):
+                    text = None  # the turn will try again, and say what failed
+                if not (judging.more and text and not has_words(text, config.backchannels)):
+                    break
+                # "Yeah..." so far, and they spoke on: what follows decides.
+        self._judging = None
+        if not (waited.cancelled_caught or judging.more):
+            judging.text = text  # all they said, unless they spoke on
+        if said is None:
+            with contextlib.suppress(trio.WouldBlock):
+                said = judging.receive.receive_nowait()  # it came as time ran out
+        if said is not None and text is not None and not has_words(text, config.backchannels):
+            judging.verdict = "backchannel"
+            self._count("voice_backchannels", 1)
+            assert self._voice is not None
+            await self._voice.resume()
+            return
+        # Words, or still speaking when time ran out: the person has the floor.
+        judging.verdict = "words"
+        if isinstance(said, _Spoken):
+            self._take(dataclasses.replace(said, text=text))
+        await self._barge_in()
+
     async def _barge_in(self) -> None:
         assert self._turn is not None
-        self._onset = trio.current_time()
         self._turn.cancel()
         self._count("voice_barge_ins", 1)
         await self._out.clear()
@@ -205,28 +338,34 @@ class VoiceSession:
                 nursery.start_soon(warm)  # while the person starts talking
             greeting = reveal(self.config.greeting) if self.config.greeting and greet else ""
             if greeting:
-                with self._turn_scope():
+                async with self._turn_scope():
                     await self._say(None, greeting, trio.current_time())
             async for heard in self._heard:
-                with self._turn_scope():
-                    await self._turn_for(heard.utterance, heard.ended, heard.speaker)
+                async with self._turn_scope():
+                    await self._turn_for(heard)
 
-    @contextlib.contextmanager
-    def _turn_scope(self) -> Iterator[trio.CancelScope]:
-        """The agent's turn: thinking and speaking, cancelled as one by a barge-in."""
+    @contextlib.asynccontextmanager
+    async def _turn_scope(self) -> AsyncIterator[trio.CancelScope]:
+        """The agent's turn: thinking and speaking, cancelled as one by a barge-in; judging
+        an interruption happens inside it too."""
         self._onset = None
         with trio.CancelScope() as scope:
-            self._turn = scope
+            self._turn, self._voice = scope, Voice(self._out)
             try:
-                yield scope
+                async with trio.open_nursery() as tasks:
+                    self._turn_tasks = tasks
+                    yield scope
             finally:
-                self._turn = None
+                self._turn = self._voice = self._turn_tasks = None
 
-    async def _turn_for(self, utterance: Utterance, ended: float, speaker: Speaker) -> None:
+    async def _turn_for(self, heard: _Spoken) -> None:
+        utterance, ended, speaker = heard.utterance, heard.ended, heard.speaker
         self._count("voice_turns", 1)
         try:
             with trio.fail_after(self.config.stt.timeout):
-                text = (await self._stt.transcribe(utterance.pcm)).strip()
+                text = heard.text
+                if text is None:
+                    text = (await self._stt.transcribe(utterance.pcm)).strip()
         except (SpeechError, trio.TooSlowError) as exc:
             why = str(exc) or f"no answer within {self.config.stt.timeout:g}s"
             await self._failed(f"speech recognition ({self._stt.name}) failed: {why}")
@@ -299,15 +438,33 @@ class VoiceSession:
                 self._session_id, who.user_id, who.name, exchange.question, person=who.person
             )
             turns = exchange.context(self._history())
+            filler = _Filler(out)
+            failure: BrainError | None = None
             try:
-                async with self._think(message, turns, stored=exchange.stored) as answer:
-                    async for delta in answer:
-                        if first:
-                            self._observe("voice_think", trio.current_time() - started)
-                            first = False
-                        await self._out.event({"type": "delta", "text": delta})
-                        for sentence in splitter.feed(delta):
-                            await out.send((sentence, True))
+                async with (
+                    self._think(message, turns, stored=exchange.stored) as answer,
+                    trio.open_nursery() as nursery,
+                ):
+                    try:
+                        async for delta in answer.events():
+                            if isinstance(delta, ToolUse):
+                                filler.heard(delta, answer, nursery)
+                                await self._out.event(
+                                    {"type": "tool", "name": delta.name, "state": delta.state}
+                                )
+                                continue
+                            filler.scope.cancel()
+                            if first:
+                                self._observe("voice_think", trio.current_time() - started)
+                                first = False
+                            await self._out.event({"type": "delta", "text": delta})
+                            for sentence in splitter.feed(delta):
+                                await out.send((sentence, True))
+                    except BrainError as exc:  # raised below, outside the nursery: not a group
+                        failure = exc
+                    filler.scope.cancel()
+                if failure is not None:
+                    raise failure
             except BrainError as exc:
                 await self._failed(str(exc))
                 rest = splitter.flush()
@@ -365,27 +522,35 @@ class VoiceSession:
     ) -> None:
         """Play what the TTS made; ``answering``: it answers speech that ended at ``ended``
         (the latency that matters most is measured from there)."""
+        assert self._voice is not None
+        voice = self._voice
         resample = Resampler(self._tts.rate, self._out.rate)
         frame_bytes = 2 * FRAME_SAMPLES * self._out.rate // 16_000
-        frame_seconds = frame_bytes / 2 / self._out.rate
         pending = bytearray()
         index = 0
         first = True
+
+        def played(index: int, seconds: float) -> Callable[[int], None]:
+            def count(sign: int) -> None:
+                heard.played[index] += sign * seconds
+
+            return count
+
         try:
             async for index, pcm in audio:
                 pending += resample(pcm)
                 while len(pending) >= frame_bytes:
                     frame = bytes(pending[:frame_bytes])
                     del pending[:frame_bytes]
-                    await self._out.play(frame)
+                    await voice.play(frame, played(index, frame_bytes / 2 / self._out.rate))
                     if first and answering:
                         self._observe("voice_first_audio", trio.current_time() - ended)
                     first = False
-                    heard.played[index] += frame_seconds
             pending += resample(b"", last=True)
             if pending:
-                await self._out.play(bytes(pending).ljust(frame_bytes, b"\0"))
-                heard.played[index] += len(pending) / 2 / self._out.rate
+                last = played(index, len(pending) / 2 / self._out.rate)
+                await voice.play(bytes(pending).ljust(frame_bytes, b"\0"), last)
+            await voice.drain()  # a pause near the end: the listener hears the end too
         finally:
             if self._onset is not None:
                 self._observe("voice_barge_in", trio.current_time() - self._onset)

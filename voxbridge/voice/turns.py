@@ -1,11 +1,18 @@
 """Turn-taking: which stretches of a stream are a person's utterances.
 
 Frames go in; out come :class:`SpeechStarted` (speech has lasted ``min_speech``: a barge-in can
-act on it) and :class:`Utterance` (``end_of_turn`` of silence has followed it, or it reached
-``max_utterance`` — a microphone stuck open — and was cut). Time is counted in samples of the
-stream itself, not by any clock, so the same audio always gives the same turns; a little audio
-before the onset is kept so the first syllable is not clipped. Memory is bounded by
-``max_utterance``.
+act on it), :class:`SpeechPaused` (``pause`` of silence inside it: what was said so far can be
+judged — a listener's "mm-hmm" is over by then) and :class:`SpeechResumed` (speech again after
+such a pause, the same utterance), and :class:`Utterance` (``end_of_turn`` of silence has
+followed it, or it reached ``max_utterance`` — a microphone stuck open — and was cut). Time is
+counted in samples of the stream itself, not by any clock, so the same audio always gives the
+same turns; a little audio before the onset is kept so the first syllable is not clipped.
+Memory is bounded by ``max_utterance``.
+
+With Smart Turn (``smart_turn``), at that pause the model is asked whether the person finished:
+if so the utterance ends there; if not, it waits for more speech, at most ``end_of_turn`` of
+silence. Frames wait while the model thinks, so the decision still falls at
+the same sample.
 """
 
 from __future__ import annotations
@@ -17,11 +24,21 @@ import numpy as np
 
 from ..config.model import VADConfig
 from .audio import RATE, samples, to_float
+from .smart_turn import SmartTurn
 from .vad import VAD
 
-__all__ = ["PREROLL", "SpeechStarted", "TurnDetector", "Utterance"]
+__all__ = [
+    "COMPLETE",
+    "PREROLL",
+    "SpeechPaused",
+    "SpeechResumed",
+    "SpeechStarted",
+    "TurnDetector",
+    "Utterance",
+]
 
 PREROLL = 0.3  # seconds of audio kept from before the onset
+COMPLETE = 0.5  # Smart Turn's probability above which an utterance is finished (pipecat's)
 _HYSTERESIS = 0.15  # speech continues until the probability falls this far below the threshold
 
 
@@ -29,6 +46,22 @@ _HYSTERESIS = 0.15  # speech continues until the probability falls this far belo
 class SpeechStarted:
     """A person has been speaking for ``min_speech``; ``at`` is the stream time (seconds) of
     that decision."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """Speech has paused for ``pause`` (the utterance may go on): ``pcm`` is what was said so far,
+    ``at`` the stream time (seconds)."""
+
+    pcm: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """Speech again after a :class:`SpeechPaused`, in the same utterance."""
 
     at: float
 
@@ -47,15 +80,17 @@ class Utterance:
         return len(self.pcm) / 2 / RATE
 
 
-TurnEvent = SpeechStarted | Utterance
+TurnEvent = SpeechStarted | SpeechPaused | SpeechResumed | Utterance
 
 
 class TurnDetector:
     """Finds utterances in one stream of 16 kHz ``s16le`` audio."""
 
-    def __init__(self, vad: VAD, config: VADConfig) -> None:
+    def __init__(self, vad: VAD, config: VADConfig, smart: SmartTurn | None = None) -> None:
         self._vad = vad
         self._config = config
+        self._smart = smart
+        self._paused = False  # this pause was told (and Smart Turn asked about it)
         self._window = vad.window
         self._window_s = self._window / RATE
         self._pending = bytearray()
@@ -67,6 +102,8 @@ class TurnDetector:
         self._position = 0  # samples scored so far
         self.probability = 0.0
         """The last window's speech probability."""
+        self.complete: float | None = None
+        """Smart Turn's last answer about this stream (probability that it was finished)."""
 
     @property
     def speaking(self) -> bool:
@@ -86,7 +123,19 @@ class TurnDetector:
             # speech goes on (about 100 ms more before a turn ends, measured).
             p = await self._vad.probability(to_float(window)) if window.any() else 0.0
             events.extend(self._decide(p, window))
+            if self._speaking and not self._paused and self._silence + 1e-9 >= self._config.pause:
+                events.append(await self._pause())
         return events
+
+    async def _pause(self) -> SpeechPaused | Utterance:
+        """``pause`` into a silence: finished (Smart Turn says so), or only paused."""
+        self._paused = True
+        now, pcm = self._position / RATE, b"".join(self._speech)
+        if self._smart is not None:
+            self.complete = await self._smart.complete(pcm)
+            if self.complete > COMPLETE:
+                return self._finish(now, cut=False)
+        return SpeechPaused(pcm, now)
 
     def _decide(self, p: float, window: np.ndarray) -> list[TurnEvent]:
         self.probability = p
@@ -109,6 +158,7 @@ class TurnDetector:
                 self._speech, self._voiced = [], 0.0
             return []
         self._speech.append(chunk)
+        events: list[TurnEvent] = []
         if p < config.threshold - _HYSTERESIS:
             self._silence += self._window_s
         else:
@@ -116,16 +166,19 @@ class TurnDetector:
             # that much of the silence is counted already, not from the next window on.
             voiced = np.flatnonzero(window)
             self._silence = (len(window) - 1 - int(voiced[-1])) / RATE if voiced.size else 0.0
+            if self._paused:  # a new pause will be a new question
+                self._paused = False
+                events.append(SpeechResumed(now))
         if self._silence + 1e-9 >= config.end_of_turn:
             return [self._finish(now, cut=False)]
         if len(self._speech) * self._window_s + 1e-9 >= config.max_utterance:
             # A microphone stuck open: what there is so far is transcribed; listening goes on.
-            event = self._finish(now, cut=True)
+            events.append(self._finish(now, cut=True))
             self._speaking = True
-            return [event]
-        return []
+        return events
 
     def _finish(self, now: float, *, cut: bool) -> Utterance:
         pcm = b"".join(self._speech)
         self._speech, self._voiced, self._silence, self._speaking = [], 0.0, 0.0, False
+        self._paused = False
         return Utterance(pcm, now, cut)

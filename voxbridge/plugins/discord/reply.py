@@ -2,8 +2,10 @@
 
 The reply is posted as soon as there is text, then edited as more arrives — at most once per
 second per message (Discord's edit rate limits; llmcord's proven rhythm) — with a trailing ``▌``
-until it is complete. Past Discord's 2,000 characters it goes on in a new message. When the
-brain fails midway, the text so far stays, followed by one line saying it broke off.
+until it is complete. While the agent's tools work before any text, the message shows a
+``🔧 server.tool…`` line for each; the text replaces them. Past Discord's 2,000 characters it
+goes on in a new message. When the brain fails midway, the text so far stays, followed by one
+line saying it broke off.
 
 The rhythm is written against a small :class:`Sink` (post, edit), not against disnake, so it is
 tested on Trio's mock clock.
@@ -16,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from ...brain import Answer
+from ...brain import Answer, ToolUse
 from ...errors import BrainError
 
 __all__ = [
@@ -28,10 +30,12 @@ __all__ = [
     "Sink",
     "split_message",
     "stream_to",
+    "tool_line",
 ]
 
 LIMIT = 2000  # Discord's message length
 CURSOR = "▌"
+TOOL = "🔧"
 EDIT_EVERY = 1.0  # seconds between two edits of one message
 BROKE_OFF = "⚠️ *My answer broke off here — please ask again in a moment.*"
 
@@ -67,6 +71,11 @@ def split_message(text: str, limit: int = LIMIT) -> list[str]:
     return parts
 
 
+def tool_line(answer: Answer) -> str:
+    """The tools the answer waits for, a line each (``🔧 time.get_current_time…``)."""
+    return "\n".join(f"{TOOL} {name}…" for name in answer.running_tools())
+
+
 class Reply(Generic[H]):
     """The messages of one reply: what each shows and when it was last written."""
 
@@ -100,6 +109,11 @@ class Reply(Generic[H]):
                 self._written[i] = trio.current_time()
         return due
 
+    @property
+    def posted(self) -> bool:
+        """Whether anything was posted yet (a tool line, or text)."""
+        return bool(self._handles)
+
     async def settle(self) -> None:
         """Make the edits the rhythm still holds back (the last one drops the cursor): run it in
         the background and the channel can go on with its next answer at once."""
@@ -118,27 +132,32 @@ async def stream_to(
     rhythm, and whose :attr:`~Reply.failure` says whether the brain broke off midway.
 
     Raises:
-        BrainError: the brain failed before any text; nothing was posted (the caller
-            apologises its own way).
+        BrainError: the brain failed before anything was posted (no text, no tool line):
+            the caller apologises its own way.
     """
+    reply = Reply(sink, every)
     try:
-        async for _ in answer:
-            if answer.text.strip():
-                break
+        while not answer.text.strip():
+            # Until the answer's text arrives, the tools at work show as one line each.
+            if isinstance(await answer.next_event(), ToolUse) and (line := tool_line(answer)):
+                await reply.show([line + CURSOR])
         answer.ready()
+    except StopAsyncIteration:
+        failure: BrainError | None = None
     except BrainError as exc:
-        if not answer.text.strip():
+        if not answer.text.strip() and not reply.posted:
             raise
-        failure: BrainError | None = exc
+        failure = exc
     else:
         failure = None
-    if not answer.text.strip():
-        raise BrainError("the brain answered with an empty message")
+    if not answer.text.strip() and failure is None:
+        if not reply.posted:
+            raise BrainError("the brain answered with an empty message")
+        failure = BrainError("the brain answered with an empty message")
 
-    reply = Reply(sink, every)
     while True:
         finished = answer.done or failure is not None
-        text = answer.text if failure is None else f"{answer.text.rstrip()}\n{BROKE_OFF}"
+        text = answer.text if failure is None else f"{answer.text.rstrip()}\n{BROKE_OFF}".strip()
         wanted = split_message(text, limit - len(CURSOR))
         if not finished:
             wanted[-1] += CURSOR

@@ -5,10 +5,11 @@ Client → server: first, optionally, ``{"type": "hello", "conversation": "<id>"
 "history", "turns": [{"role": "user"|"assistant", "text": "…"}, …]}`` with its last ``history``
 turns; without it, a new conversation. Then ``{"type": "message", "text": "…"}``, and
 ``{"type": "cancel"}`` to stop the answer in flight. Server → client: ``{"type": "delta",
-"text": "…"}`` as the answer arrives, then ``{"type": "done"}``, or ``{"type": "error",
-"message": "…"}``. Anything malformed gets an error event and the connection goes on; messages
-sent while an answer is running wait their turn (a few at most). A slow reader slows its own
-answer down, nobody else's.
+"text": "…"}`` as the answer arrives (and ``{"type": "tool", "name": "server.tool", "state":
+"start"|"done"|"error"}`` as the agent's tools work), then ``{"type": "done"}``, or ``{"type":
+"error", "message": "…"}``. Anything malformed gets an error event and the connection goes
+on; messages sent while an answer is running wait their turn (a few at most). A slow reader
+slows its own answer down, nobody else's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ...brain import Message
+from ...brain import Message, ToolUse
 from ...brain.text import invalid_unicode
 from ...errors import BrainError
 from ...memory import Conversation
@@ -187,9 +188,14 @@ class _Session:
             try:
                 async with ctx.think(message, turns, stored=exchange.stored) as answer:
                     try:
-                        async for delta in answer:
+                        async for item in answer.events():
+                            if isinstance(item, ToolUse):
+                                await self.outbox.send(
+                                    {"type": "tool", "name": item.name, "state": item.state}
+                                )
+                                continue
                             said = answer.text
-                            await self.outbox.send({"type": "delta", "text": delta})
+                            await self.outbox.send({"type": "delta", "text": item})
                         complete = True
                     except BrainError as exc:
                         failure = str(exc)

@@ -25,6 +25,7 @@ from ...voice.audio import MAX_RATE, MIN_RATE, RATE, Resampler
 from ...voice.output import Pacer
 from ...voice.providers import open_providers
 from ...voice.session import Speaker, VoiceSession
+from ...voice.speech import SpeechError
 from .chat import CONVERSATION_ID, new_conversation_id
 
 if TYPE_CHECKING:
@@ -151,7 +152,13 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
                 hello = found
         rate, conversation_id = hello
         place = f"web:{conversation_id}"
-        providers = await open_providers(voice, ctx.fleet.http())
+        try:
+            providers = await open_providers(voice, ctx.fleet.http(), ctx.state_dir / "models")
+        except SpeechError as exc:
+            ctx.log.error("❌ %s", exc)
+            await error(str(exc))
+            await websocket.close(code=1011)
+            return
         output = _WebOutput(websocket, providers.tts.rate, ctx.count)
         await websocket.send_text(
             json.dumps(
@@ -172,6 +179,7 @@ async def serve_voice(websocket: WebSocket, service: WebService) -> None:
             observe=ctx.observe,
             count=ctx.count,
             logger=ctx.log,
+            smart_turn=providers.smart_turn,
         )
         frames_send, frames = trio.open_memory_channel[bytes](_INBOX)
         resample = Resampler(rate, RATE)
