@@ -38,6 +38,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import busy_channel
 import discord_voice
 import load_files
 import memory
@@ -140,6 +141,33 @@ def bench_message_path(o: Options) -> Results:
         "message_overhead_memory_off_p50_ms": off[f"bots{bots}_overhead_p50_ms"],
         "message_overhead_memory_off_p95_ms": off[f"bots{bots}_overhead_p95_ms"],
     }
+
+
+def bench_busy_channel(o: Options) -> Results:
+    """Bob's question while Ann's answer streams, beside voxbridge before issue 19 (quick:
+    fewer trials, shorter answers)."""
+    how = (10, 0.1, 2, 0.2) if o.quick else (100, 1.0, 5, 3.0)
+    with streaming.checkout(busy_channel.BASELINE_REV) as before:
+        return trio.run(busy_channel.measure, *how, before)
+
+
+def _busy_row(r: Results, quick: bool) -> list[Row]:
+    key = "busy_channel_second_post_overhead"
+    before = (
+        f"one answer at a time {r[f'{key}_baseline_p50_ms']:,.0f} / "
+        f"{r[f'{key}_baseline_p95_ms']:,.0f} ({r['busy_channel_baseline_answer_s']:g} s answers)"
+        if f"{key}_baseline_p50_ms" in r
+        else "(baseline revision not found)"
+    )
+    return [
+        (
+            "Discord busy channel: a second person's question while an answer streams → "
+            "their first text, less the LLM's, p50 / p95 (ms)",
+            f"{r[f'{key}_p50_ms']:.2f} / {r[f'{key}_p95_ms']:.2f}",
+            before,
+            "goal p95 ≤ 10",
+        )
+    ]
 
 
 def bench_streaming(o: Options) -> Results:
@@ -322,6 +350,7 @@ BENCHES: tuple[Bench, ...] = (
             ),
         ],
     ),
+    Bench("busy_channel", bench_busy_channel, _busy_row),
     Bench(
         "voice",
         lambda o: trio.run(voice.measure, voice.QUICK if o.quick else voice.FULL),

@@ -126,6 +126,7 @@ class FakeLLM(_Recorder):
     """Streams the client closed before the end."""
     chunks_sent: int = 0
     """Content chunks sent, over every stream."""
+    _chunk: trio.Event = field(default_factory=trio.Event)
     hung_up: trio.Event = field(default_factory=trio.Event)
     """Set when a client hangs up mid-stream."""
     notes: list[str] = field(default_factory=list)
@@ -157,6 +158,17 @@ class FakeLLM(_Recorder):
             for i, text in enumerate(texts)
         ]
         return JSONResponse({"object": "list", "data": data, "model": body["model"]})
+
+    def sent_chunk(self) -> None:
+        self.chunks_sent += 1
+        self._chunk.set()
+        self._chunk = trio.Event()
+
+    async def wait_chunks(self, count: int, limit_s: float = 10.0) -> None:
+        """Wait until ``count`` content chunks have been sent, over every stream."""
+        with trio.fail_after(limit_s):
+            while self.chunks_sent < count:
+                await self._chunk.wait()
 
     def note_reply(self, body: dict[str, Any]) -> str | None:
         """The answer to a request to learn facts, or None for any other request."""
@@ -287,7 +299,7 @@ class _Endpoint:
                 break
             if n and step.get("chunk_delay"):
                 await trio.sleep(step["chunk_delay"])
-            self.fake.chunks_sent += 1
+            self.fake.sent_chunk()
             await event(f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n")
             if n == 0:
                 self.fake.first_chunk_at.append(time.perf_counter())

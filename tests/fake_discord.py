@@ -2,15 +2,21 @@
 
 :class:`FakeDiscord` serves, from inside a Trio nursery (hypercorn's Trio worker + Starlette):
 
-- the REST routes disnake uses to log in, sync application commands, send, edit and delete
-  messages, trigger typing, open DMs, and answer interactions (callbacks, followups, the
-  original response). Every request is recorded as a :class:`RecordedRequest`; a route the fake
+- the REST routes disnake uses to log in, sync application commands, send, fetch, edit and
+  delete messages, trigger typing, open DMs, and answer interactions (callbacks, followups, the
+  original response); and, like Discord's CDN, the files people attached to messages. Every request is recorded as a :class:`RecordedRequest`; a route the fake
   does not know is recorded with ``handled=False``, logged as a warning, and answered 404.
 - a gateway: HELLO, IDENTIFY → READY + one GUILD_CREATE per guild, heartbeats, RESUME (missed
   events replayed, then RESUMED; an unknown session gets INVALID_SESSION), member chunk requests,
   and voice state updates (op 4): a bot joining a voice channel gets VOICE_STATE_UPDATE and
   VOICE_SERVER_UPDATE pointing at :attr:`FakeDiscord.voice`, a
   :class:`tests.fake_discord_voice.FakeVoiceServer` (voice gateway, UDP, DAVE).
+
+People's messages come with what Discord sends: attachments (:class:`Upload`, served over
+HTTP at ``/attachments/<channel>/<id>/<name>``), replies (``message_reference`` and the
+replied-to message, itself without its own), the author's member roles (:meth:`add_role`), in
+guild channels, threads (:meth:`add_thread`: THREAD_CREATE, then messages with the thread's id
+as their channel) or DMs.
 
 Humans join and leave voice channels with :meth:`FakeDiscord.join_voice` and
 :meth:`FakeDiscord.leave_voice`; every bot sees their VOICE_STATE_UPDATE (bots are in every
@@ -50,7 +56,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.fake_discord_voice import FakeVoiceServer
 
-__all__ = ["BotAccount", "FakeDiscord", "GatewayMessage", "RecordedRequest"]
+__all__ = ["BotAccount", "FakeDiscord", "GatewayMessage", "RecordedRequest", "Upload"]
 
 _log = logging.getLogger(__name__)
 
@@ -108,11 +114,11 @@ def _user(user_id: int, name: str, *, bot: bool = False) -> Json:
     }
 
 
-def _member(user: Json | None = None) -> Json:
+def _member(user: Json | None = None, roles: Iterable[int] = ()) -> Json:
     """A member object; with ``user`` as in GUILD_CREATE and interactions, without as in
     MESSAGE_CREATE (where the author carries the user)."""
     member: Json = {
-        "roles": [],
+        "roles": [str(r) for r in roles],
         "joined_at": _now(),
         "deaf": False,
         "mute": False,
@@ -194,6 +200,8 @@ class _Channel:
     bot_id: int | None = None
     """For a DM: the bot's user id."""
     voice: bool = False
+    parent_id: int | None = None
+    """For a thread: its channel."""
 
 
 @dataclass
@@ -201,6 +209,20 @@ class _Guild:
     id: int
     name: str
     channel_ids: list[int]
+    roles: dict[int, str] = field(default_factory=dict)
+    thread_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file a person attaches to a message: its name, bytes and media type (None: Discord
+    could not tell), and for an image its size in pixels (Discord sends them)."""
+
+    name: str
+    data: bytes = field(repr=False)
+    content_type: str | None = "application/octet-stream"
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass
@@ -277,6 +299,8 @@ class FakeDiscord:
         self._ids = itertools.count(1)
         self._writes: dict[int, list[float]] = {}
         """``time.perf_counter()`` of each message's creation and of every edit, by id."""
+        self._files: dict[int, Upload] = {}
+        """Attached files by attachment id (served at ``/attachments/...``)."""
         self._voice_states: dict[tuple[int, int], Json] = {}
         """By (guild id, user id): every user in a voice channel."""
         self._changed = trio.Event()
@@ -323,6 +347,21 @@ class FakeDiscord:
             self._channels[channel_id] = _Channel(channel_id, guild_id, f"channel-{position}")
         for position, channel_id in enumerate(voice_channel_ids):
             self.add_voice_channel(guild_id, channel_id, f"voice-{position}")
+
+    def add_role(self, guild_id: int, role_id: int, name: str) -> None:
+        """A role of the guild (before the bots connect: it shows in GUILD_CREATE)."""
+        self._guilds[guild_id].roles[role_id] = name
+
+    def add_thread(self, guild_id: int, parent_id: int, thread_id: int, name: str) -> None:
+        """A public thread in a text channel of the guild: connected bots get THREAD_CREATE (and
+        later ones find it in GUILD_CREATE), as Discord tells a bot that can see the channel."""
+        self._guilds[guild_id].thread_ids.append(thread_id)
+        thread = _Channel(thread_id, guild_id, name, parent_id=parent_id)
+        self._channels[thread_id] = thread
+        for bot in self._bots.values():
+            if bot.session_id is not None:
+                payload = self._channel_payload(thread) | {"newly_created": True}
+                self._dispatch(bot, "THREAD_CREATE", payload)
 
     def add_voice_channel(self, guild_id: int, channel_id: int, name: str) -> None:
         """A voice channel in the guild (before the bots connect: it shows in GUILD_CREATE)."""
@@ -396,6 +435,10 @@ class FakeDiscord:
         await self.wait_until(match, limit_s)
         return found[0]
 
+    def delete(self, message: Json) -> None:
+        """Delete a message, as its author or a moderator would (no event is sent)."""
+        del self._messages[int(message["id"])]
+
     def messages_in(self, channel_id: int, bot: BotAccount | str | None = None) -> list[Json]:
         """The messages of a channel as they stand now (edits applied), oldest first; with
         ``bot``, only those it wrote."""
@@ -432,20 +475,35 @@ class FakeDiscord:
         guild_id: int | None = None,
         channel_id: int | None = None,
         mentions: Iterable[int] = (),
+        attachments: Iterable[Upload] = (),
+        reply_to: Json | None = None,
+        roles: Iterable[int] = (),
         limit_s: float = 5.0,
     ) -> Json:
         """Dispatch MESSAGE_CREATE to the bot and return the message. Without ``guild_id`` it is
         a DM: ``channel_id`` defaults to the DM channel between bot and author (created on
-        first use). Waits up to ``limit_s`` for the bot to have a session; while its connection
-        is down the event waits for the RESUME, as on Discord."""
+        first use); with it, ``channel_id`` may be a thread of the guild. ``attachments`` are
+        served over HTTP; ``reply_to`` (a message of the channel) makes it a reply, which
+        mentions the replied-to author, as Discord's client does by default; ``roles`` are the
+        author's in the guild. Waits up to ``limit_s`` for the bot to have a session; while its
+        connection is down the event waits for the RESUME, as on Discord."""
         account = self._bot(bot)
         author = self._users.setdefault(author_id, _user(author_id, author_name))
         channel_id = self._resolve_channel(account, guild_id, channel_id, author_id)
+        extra: Json = {"attachments": [self._attachment(channel_id, f) for f in attachments]}
+        mentioned = [self._user_by_id(i) for i in mentions]
+        if reply_to is not None:
+            extra |= self._reply_fields(channel_id, reply_to)
+            replied_author = reply_to["author"]
+            if all(u["id"] != replied_author["id"] for u in mentioned):
+                mentioned.append(replied_author)
         message = self._message(
             channel_id=channel_id,
             author=author,
             content=content,
-            mentions=[self._user_by_id(i) for i in mentions],
+            mentions=mentioned,
+            extra=extra,
+            roles=roles,
         )
         await self.wait_until(lambda: account.session_id is not None, limit_s)
         self._dispatch(account, "MESSAGE_CREATE", message)
@@ -779,10 +837,66 @@ class FakeDiscord:
         self._channels[channel_id] = _Channel(channel_id, None, "", user_id, bot.user_id)
         return channel_id
 
+    def _attachment(self, channel_id: int, upload: Upload) -> Json:
+        """An attachment object (Discord's shape), its file served at its URL."""
+        attachment_id = self._snowflake()
+        self._files[attachment_id] = upload
+        url = f"{self._origin('http')}/attachments/{channel_id}/{attachment_id}/{upload.name}"
+        found: Json = {
+            "id": str(attachment_id),
+            "filename": upload.name,
+            "size": len(upload.data),
+            "url": url,
+            "proxy_url": url,
+        }
+        if upload.content_type is not None:
+            found["content_type"] = upload.content_type
+        if upload.width is not None:
+            found |= {"width": upload.width, "height": upload.height}
+        return found
+
+    def _reply_fields(self, channel_id: int, replied_to: Json) -> Json:
+        """What makes a message a reply (type 19): the reference, and the replied-to message as
+        it stands — which, as on Discord, does not carry the message it replied to in turn."""
+        reference: Json = {
+            "type": 0,
+            "message_id": replied_to["id"],
+            "channel_id": str(channel_id),
+            "fail_if_not_exists": True,
+        }
+        guild_id = self._channels[channel_id].guild_id
+        if guild_id is not None:
+            reference["guild_id"] = str(guild_id)
+        stored = self._messages.get(int(replied_to["id"]))  # null once deleted, as on Discord
+        shown = {k: v for k, v in (stored or {}).items() if k != "referenced_message"}
+        return {"type": 19, "message_reference": reference, "referenced_message": shown or None}
+
     def _channel_payload(self, channel: _Channel) -> Json:
         if channel.guild_id is None:
             recipient = self._user_by_id(channel.recipient_id or 0)
             return {"id": str(channel.id), "type": 1, "recipients": [recipient], "flags": 0}
+        if channel.parent_id is not None:  # a public thread
+            return {
+                "id": str(channel.id),
+                "type": 11,
+                "guild_id": str(channel.guild_id),
+                "parent_id": str(channel.parent_id),
+                "owner_id": str(OWNER_ID),
+                "name": channel.name,
+                "last_message_id": None,
+                "rate_limit_per_user": 0,
+                "message_count": 0,
+                "member_count": 1,
+                "total_message_sent": 0,
+                "flags": 0,
+                "thread_metadata": {
+                    "archived": False,
+                    "auto_archive_duration": 1440,
+                    "archive_timestamp": _now(),
+                    "locked": False,
+                    "create_timestamp": _now(),
+                },
+            }
         payload: Json = {
             "id": str(channel.id),
             "type": 0,
@@ -821,10 +935,10 @@ class FakeDiscord:
             "preferred_locale": "en-US",
             "roles": [
                 {
-                    "id": str(guild.id),
-                    "name": "@everyone",
+                    "id": str(role_id),
+                    "name": name,
                     "permissions": ALL_PERMISSIONS,
-                    "position": 0,
+                    "position": position,
                     "colors": {
                         "primary_color": 0,
                         "secondary_color": None,
@@ -835,10 +949,13 @@ class FakeDiscord:
                     "mentionable": False,
                     "flags": 0,
                 }
+                for position, (role_id, name) in enumerate(
+                    [(guild.id, "@everyone"), *guild.roles.items()]
+                )
             ],
             "members": [_member(bot.user), *in_voice],
             "channels": [self._channel_payload(self._channels[c]) for c in guild.channel_ids],
-            "threads": [],
+            "threads": [self._channel_payload(self._channels[t]) for t in guild.thread_ids],
             "presences": [],
             "voice_states": voice_states,
             "emojis": [],
@@ -853,6 +970,7 @@ class FakeDiscord:
         content: str,
         mentions: list[Json] | None = None,
         extra: Json | None = None,
+        roles: Iterable[int] = (),
     ) -> Json:
         """A full message object, stored so it can be edited, deleted and replied to."""
         guild_id = self._channels[channel_id].guild_id
@@ -875,7 +993,7 @@ class FakeDiscord:
             "flags": 0,
         }
         if guild_id is not None:
-            message |= {"guild_id": str(guild_id), "member": _member()}
+            message |= {"guild_id": str(guild_id), "member": _member(roles=roles)}
         message |= extra or {}
         self._messages[int(message["id"])] = message
         self._writes[int(message["id"])] = [time.perf_counter()]
@@ -995,6 +1113,7 @@ class FakeDiscord:
             ("GET", f"{app}/guilds/{{guild_id:int}}/commands", self._get_commands),
             ("PUT", f"{app}/guilds/{{guild_id:int}}/commands", self._put_commands),
             ("POST", f"{channel}/messages", self._create_message),
+            ("GET", f"{channel}/messages/{{message_id:int}}", self._get_message),
             ("PATCH", f"{channel}/messages/{{message_id:int}}", self._edit_message),
             ("DELETE", f"{channel}/messages/{{message_id:int}}", self._delete_message),
             ("POST", f"{channel}/typing", self._typing),
@@ -1007,6 +1126,13 @@ class FakeDiscord:
             Route(API_PREFIX + path, self._endpoint(handler), methods=[method])
             for method, path, handler in api
         ]
+        routes.append(
+            Route(
+                "/attachments/{channel_id:int}/{attachment_id:int}/{filename}",
+                self._endpoint(self._get_attachment),
+                methods=["GET"],
+            )
+        )
         routes.append(WebSocketRoute("/gateway", self._gateway))
         every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
         routes.append(Route("/{path:path}", self._endpoint(None), methods=every_method))
@@ -1156,14 +1282,25 @@ class FakeDiscord:
         body: Json = call.json or {}
         extra = self._message_fields(body)
         if reference := body.get("message_reference"):
-            extra["message_reference"] = {"channel_id": str(channel.id)} | reference
             replied_to = self._messages.get(int(reference.get("message_id", 0)))
-            if replied_to is not None:
-                extra["referenced_message"] = replied_to
+            if replied_to is None:
+                raise _ApiError(400, "Invalid Form Body: Unknown message", 50035)
+            extra |= self._reply_fields(channel.id, replied_to)
         message = self._message(
             channel_id=channel.id, author=bot.user, content=body.get("content") or "", extra=extra
         )
         return JSONResponse(message)
+
+    async def _get_message(self, call: _Call) -> Response:
+        self._channel(call, self._authed(call))
+        return JSONResponse(self._stored_message(call))
+
+    async def _get_attachment(self, call: _Call) -> Response:
+        """The CDN: a file someone attached (no token needed, as the URL is the capability)."""
+        upload = self._files.get(call.param("attachment_id"))
+        if upload is None or upload.name != call.request.path_params["filename"]:
+            return Response(status_code=404)
+        return Response(upload.data, media_type=upload.content_type or "application/octet-stream")
 
     async def _edit_message(self, call: _Call) -> Response:
         self._authed(call)

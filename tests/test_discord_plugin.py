@@ -83,6 +83,23 @@ class Rig:
         )
         return rt, int(msg["channel_id"])
 
+    async def restart_bot(self, agent_id: str, old: str, new: str) -> None:
+        """Replace ``old`` with ``new`` in the agent's discord section, and wait until that
+        edit has restarted its bot (an edit of the section restarts the actor)."""
+        rt, key = self.rt, (agent_id, "discord")
+        assert rt is not None
+        before = rt.table.get(key)
+        assert before is not None
+        path = self.tmp / "agents.d" / f"{agent_id}.yaml"
+        path.write_text(path.read_text().replace(old, new))
+        await rt.reconciler.apply_paths([path])
+
+        def restarted() -> bool:
+            now = rt.table.get(key)
+            return now is not None and now.since > before.since and now.state == ActorState.RUNNING
+
+        await wait_until(rt, restarted)
+
     def replies(self, channel: int, token: str | None = None) -> list[RecordedRequest]:
         return [
             r
@@ -406,7 +423,9 @@ async def test_long_replies_go_on_in_a_new_message(tmp_path: Path) -> None:
         await rig.discord.wait_until(lambda: words() == ["word"] * 500, limit_s=10)
         first, second = rig.discord.messages_in(channel, "tok-a")
         assert len(first["content"]) <= 2000 and len(second["content"]) <= 2000
-        assert "message_reference" in first and "message_reference" not in second
+        # Each page replies to the one before: a reply to the last brings the whole answer back.
+        assert first["message_reference"]["message_id"] != second["message_reference"]["message_id"]
+        assert second["message_reference"]["message_id"] == first["id"]
         assert rig.discord.fastest_rewrite() >= 0.9
         nursery.cancel_scope.cancel()
 

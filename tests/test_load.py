@@ -163,6 +163,20 @@ def test_same_config_compares_equal_despite_new_ciphertext(
             "plugins:\n  discord:\n    enabled: false\n    channels: ['1']\n",
             "a.yaml:4:16: plugins.discord.channels.0: expected a Discord id (17 to 20 digits)",
         ),
+        (
+            "plugins:\n  discord:\n    enabled: false\n    limits: {per_user: 10/minute}\n",
+            "a.yaml:4:24: plugins.discord.limits.per_user: expected a rate: N/s, N/min, N/h or "
+            "N/day (10/min); found '10/minute'",
+        ),
+        (
+            "plugins:\n  discord:\n    enabled: false\n    allow: {people: ['1']}\n",
+            "a.yaml:4:13: plugins.discord.allow.people: unknown key 'people': expected one of: "
+            "channels, roles, users",
+        ),
+        (
+            "llm: {base_url: u, model: m, vision: 'off'}\n",
+            "a.yaml:1:38: llm.vision: expected true or false, found a string ('off')",
+        ),
         ("- a\n- b\n", "a.yaml:1:1: expected a mapping of agent settings"),
         (
             "plugins:\n  discord:\n    bot_token: 12345\n",

@@ -15,7 +15,7 @@ Leaving the block (or being cancelled) closes the HTTP request at once.
 
 from .answer import Answer, Ready, Think, think
 from .llm import LLMClient
-from .messages import Message, Turn
+from .messages import Image, Message, Turn
 from .n8n import N8nClient, parse_n8n
 from .retry import MAX_TRIES
 from .tools import Toolbox, ToolCall, ToolResult, ToolUse
@@ -23,6 +23,7 @@ from .tools import Toolbox, ToolCall, ToolResult, ToolUse
 __all__ = [
     "MAX_TRIES",
     "Answer",
+    "Image",
     "LLMClient",
     "Message",
     "N8nClient",

@@ -163,7 +163,7 @@ class LLMClient:
         messages: list[Mapping[str, Any]] = (
             [{"role": "system", "content": system_prompt}] if system_prompt else []
         )
-        messages += [{"role": t.role, "content": t.content} for t in history]
+        messages += [{"role": t.role, "content": _content(t)} for t in history]
         messages += more
         model = reveal(llm.model)
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
@@ -273,6 +273,15 @@ class _Calls:
             for index, part in sorted(self._parts.items())
             if part[1]
         )
+
+
+def _content(turn: Turn) -> str | list[dict[str, Any]]:
+    """A turn's ``content``: its text, or with images OpenAI's content parts (text first)."""
+    if not turn.images:
+        return turn.content
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn.content}] if turn.content else []
+    parts += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in turn.images]
+    return parts
 
 
 async def _refusal(

@@ -81,6 +81,8 @@ class LLMConfig:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout: float = 60.0
+    vision: bool = True
+    """Whether images people attach are shown to the model (as image parts)."""
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> LLMConfig:
@@ -91,6 +93,7 @@ class LLMConfig:
             temperature=raw.get("temperature"),
             max_tokens=raw.get("max_tokens"),
             timeout=parse_duration(raw.get("timeout", 60.0)),
+            vision=bool(raw.get("vision", True)),
         )
 
 

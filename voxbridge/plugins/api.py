@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import httpx
 import trio
@@ -53,6 +53,7 @@ __all__ = [
     "is_tool_actor",
 ]
 
+T = TypeVar("T")
 TOOL_ACTOR = "tools."
 """An agent's MCP servers run as actors named ``tools.<server>`` beside its plugins' (plugin
 types have no dot, so the names never meet)."""
@@ -101,6 +102,10 @@ class Fleet(Protocol):
     def provide(self, agent_id: str, name: str, service: object | None) -> None:
         """Publish (or, with None, withdraw) a running actor's service."""
         ...
+
+    def lasting(self, agent_id: str, name: str, make: Callable[[], T]) -> T:
+        """The agent's object ``name``, made by ``make()`` on first use and kept by the runtime
+        across restarts of the agent's actors (see Context.lasting)."""
 
     def tool_called(self, agent_id: str, tool: str, outcome: str, seconds: float) -> None:
         """Count one tool call (``outcome``: ``ok``, ``error``, ``timeout``) for the metrics."""
@@ -172,6 +177,13 @@ class Context:
     def observe(self, name: str, seconds: float) -> None:
         """Record a duration in the fleet-wide histogram ``name`` (``brain``: answer time)."""
         self._observe(name, seconds)
+
+    def lasting(self, name: str, make: Callable[[], T]) -> T:
+        """State of this agent that outlives this actor: ``make()``'s result the first time,
+        the same object afterwards — after a restart of the actor too (an edit of its section,
+        a crash), for as long as the process runs. ``name`` is the plugin's to choose
+        (``discord.limits``); what is kept must not hold the actor's resources."""
+        return self.fleet.lasting(self.agent_id, name, make)
 
     @contextlib.contextmanager
     def provide(self, service: object) -> Iterator[None]:

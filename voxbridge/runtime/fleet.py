@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import trio
@@ -36,6 +37,8 @@ from .version import CommitTracker, Git
 __all__ = ["RunOptions", "Runtime"]
 
 log = logging.getLogger("voxbridge.run")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class Runtime:
         self._actors: dict[str, Actor] = {}
         self._changes: dict[str, trio.Event] = {}
         self._services: dict[ActorKey, object] = {}
+        self._lasting: dict[tuple[str, str], object] = {}
+        """What agents keep across their actors' restarts (Context.lasting)."""
         self._http = http
 
     def _agent_changed(self, agent_id: str) -> None:
@@ -173,6 +178,13 @@ class Runtime:
             self._services.pop((agent_id, name), None)
         else:
             self._services[agent_id, name] = service
+
+    def lasting(self, agent_id: str, name: str, make: Callable[[], T]) -> T:
+        key = (agent_id, name)
+        if key not in self._lasting:
+            self._lasting[key] = make()
+        found: T = self._lasting[key]  # type: ignore[assignment]  # made by this same call
+        return found
 
     def tool_called(self, agent_id: str, tool: str, outcome: str, seconds: float) -> None:
         self.table.count_tool(agent_id, tool, outcome)

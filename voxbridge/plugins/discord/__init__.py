@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from ...config.model import PluginConfig
 from ..api import Plugin
+from .limits import RATE_PATTERN
+
+_IDS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        name: {
+            "description": f"{what} ids.",
+            "type": "array",
+            "items": {"$ref": "#/$defs/snowflake"},
+            "uniqueItems": True,
+        }
+        for name, what in (("users", "User"), ("roles", "Role"), ("channels", "Channel"))
+    },
+}
 
 
 def _new_token(old: PluginConfig, new: PluginConfig) -> bool:
@@ -33,6 +48,44 @@ PLUGIN = Plugin(
                 "type": "array",
                 "items": {"$ref": "#/$defs/snowflake"},
                 "uniqueItems": True,
+            },
+            "allow": {
+                "description": "Who may talk to the bot, by id: when users or roles are listed, "
+                "only those users and members with one of those roles are answered; when "
+                "channels are listed, only those channels (and their threads, and the channels "
+                "of those categories). DMs are governed by dms. Others get no answer and cost "
+                "no LLM call (counted as messages_refused).",
+                **_IDS,
+                "examples": [{"roles": ["880000000000000010"], "channels": ["880000000000000002"]}],
+            },
+            "block": {
+                "description": "Who may not talk to the bot, by id (users, roles, channels, "
+                "as in allow): a block wins over an allow.",
+                **_IDS,
+                "examples": [{"users": ["880000000000000099"]}],
+            },
+            "dms": {
+                "description": "Whether the bot answers direct messages. Default true.",
+                "type": "boolean",
+                "default": True,
+                "examples": [False],
+            },
+            "limits": {
+                "description": "How much one person may ask: past it, one short reply says when "
+                "to come back and the LLM is not called (counted as messages_limited). Kept by "
+                "the runtime, so an edit that restarts the bot does not reset it.",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "per_user": {
+                        "description": "Messages per person in a period: N/s, N/min, N/h or "
+                        "N/day (10/min: ten a minute, and a burst of ten at most).",
+                        "type": "string",
+                        "pattern": RATE_PATTERN,
+                        "x-expected": "a rate: N/s, N/min, N/h or N/day (10/min)",
+                        "examples": ["10/min", "100/day"],
+                    },
+                },
             },
             "voice": {
                 "description": "Voice channels: the bot listens to each speaker and answers "

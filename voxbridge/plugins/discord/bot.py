@@ -10,9 +10,9 @@ actor's exception, and the supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
-import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,24 +24,27 @@ import trio
 from disnake.ext import commands
 from disnake.interactions import ApplicationCommandInteraction, MessageInteraction
 
-from ...brain import Message
+from ...brain import Image, Message, Turn
 from ...config.model import reveal
 from ...errors import BrainError, PermanentFailure, VoxbridgeError
 from ..aio import run_on_loop, to_trio
 from ..api import Context
+from .access import Access, Where, channel_ids
+from .attachments import MAX_IMAGES, Attachment, read_attachments
+from .chain import attachments_of, clean, turns_of, walk
+from .limits import Rate, RateLimiter
 from .memory import FORGET, KEEP, MemoryCommands, button_owner
 from .reply import Reply, split_message, stream_to
 from .rooms import VoiceRooms
 
-__all__ = ["APOLOGY", "QUEUE_LIMIT", "run"]
+__all__ = ["APOLOGY", "QUEUE_LIMIT", "run", "slow_down"]
 
 log = logging.getLogger("voxbridge.plugins.discord")
 
-QUEUE_LIMIT = 20  # messages waiting per channel while the brain is busy
+QUEUE_LIMIT = 20  # messages of one person in one channel waiting while the brain is busy
 APOLOGY = "Sorry — I can't answer right now. Please try again in a moment."
 TYPING_AFTER = 0.3  # a quicker answer needs no "typing…" (and spends no request on it)
 TYPING_EVERY = 8.0  # Discord shows "typing" for about 10 s per trigger
-_MENTION = re.compile(r"<@!?(\d+)>")
 _INTENTS_HELP = (
     "Discord refused the gateway intents (close 4014): in the Developer Portal, open this bot's "
     "Bot page and switch on 'Message Content Intent' under Privileged Gateway Intents"
@@ -59,12 +62,30 @@ class _Incoming:
     author_id: int
     author_name: str
     text: str
-    addressed: bool  # a DM or a mention: always answered
+    addressed: bool  # a DM, a mention or a reply to the bot: always answered
+    where: Where | None = None  # for allow/block (None: the agent lets everyone talk)
+    attachments: tuple[Attachment, ...] = ()
+    replying: bool = False  # it replies to a message: its chain is the context
 
 
 @dataclass(eq=False)
-class _Channel:
-    inbox: trio.MemorySendChannel[_Incoming]
+class _Lane:
+    """One person's messages in one channel, answered in order; lanes run side by side, so a
+    busy channel answers several people at once."""
+
+    waiting: collections.deque[_Incoming]
+
+
+def slow_down(rate: Rate, wait: float) -> str:
+    """The one short reply to a person past ``limits.per_user``."""
+    seconds = max(1, round(wait))
+    if seconds < 90:
+        when = f"{seconds} second{'s' if seconds != 1 else ''}"
+    elif seconds < 90 * 60:
+        when = f"{round(seconds / 60)} minutes"
+    else:
+        when = f"{round(seconds / 3600)} hours"
+    return f"⏳ You've reached my limit of {rate.words()}. Please come back in {when}."
 
 
 def _from_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -190,26 +211,50 @@ def _make_bot(
                 people = _people(channel, me)
                 to_trio(token, functools.partial(rooms.presence, guild_id, channel.id, people))
 
+    access = Access.from_settings(ctx.config.settings)
+    everyone = access.open  # then a message needs no look at its roles and channels
+    roles = bool(access.allow_roles or access.block_roles)
+
     @bot.event
     async def on_message(message: disnake.Message) -> None:
         me = bot.user
         if me is None or message.author.bot or message.author.id == me.id:
             return
         is_dm = message.guild is None
-        mentioned = any(u.id == me.id for u in message.mentions)
-        if not (is_dm or mentioned or message.channel.id in watched):
+        channel = message.channel
+        parent = getattr(channel, "parent_id", None)  # a thread's channel
+        ref = message.reference
+        replied = ref.resolved if ref is not None else None
+        addressed = (
+            is_dm
+            or any(u.id == me.id for u in message.mentions)
+            or (isinstance(replied, disnake.Message) and replied.author.id == me.id)
+        )
+        if not (addressed or channel.id in watched or parent in watched):
             return
-        text = _MENTION.sub(
-            lambda m: "" if int(m.group(1)) == me.id else m.group(0), message.content
-        ).strip()
+        where = None
+        if not everyone:
+            category = getattr(channel, "category_id", None) or getattr(
+                getattr(channel, "parent", None), "category_id", None
+            )
+            member_roles = getattr(message.author, "roles", ()) if roles else ()
+            where = Where(
+                message.author.id,
+                frozenset(r.id for r in member_roles),
+                channel_ids(channel.id, parent, category),
+                is_dm,
+            )
         item = _Incoming(
             message=message,
-            channel_id=message.channel.id,
+            channel_id=channel.id,
             guild_id=message.guild.id if message.guild else None,
             author_id=message.author.id,
             author_name=message.author.display_name,
-            text=text,
-            addressed=is_dm or mentioned,
+            text=clean(message.content, me.id),
+            addressed=addressed,
+            where=where,
+            attachments=attachments_of(message) if message.attachments else (),
+            replying=ref is not None,
         )
         to_trio(token, lambda: deliver(item))
 
@@ -344,28 +389,48 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
     if api_base:
         # Class-wide in disnake: every bot of this process talks to the same API anyway.
         disnake.http.Route.BASE = str(api_base).rstrip("/")
-    secret = ctx.config.settings["bot_token"]
+    settings = ctx.config.settings
+    secret = settings["bot_token"]
     token = trio.lowlevel.current_trio_token()
-    channels: dict[int, _Channel] = {}
+    lanes: dict[tuple[int, int], _Lane] = {}
     ready = trio.Event()
+    access = Access.from_settings(settings)
+    per_user = (settings.get("limits") or {}).get("per_user")
+    rate = Rate.parse(per_user) if per_user else None
+    limiter = ctx.lasting("discord.limits", RateLimiter)  # outlives this actor (see .limits)
 
     async with trio.open_nursery() as nursery:
 
         def deliver(item: _Incoming) -> None:  # runs in the Trio thread
-            state = channels.get(item.channel_id)
-            if state is None:
-                send, receive = trio.open_memory_channel[_Incoming](QUEUE_LIMIT)
-                state = channels[item.channel_id] = _Channel(send)
-                nursery.start_soon(_serve_channel, ctx, state, receive, nursery)
-            try:
-                state.inbox.send_nowait(item)
-            except trio.WouldBlock:
+            if not item.addressed and (
+                item.guild_id is None or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
+            ):
+                return  # an ambient message for another agent
+            if item.where is not None and access.refuses(item.where):
+                ctx.count("messages_refused")
+                return
+            if rate is not None:
+                now, person = trio.current_time(), f"discord:{item.author_id}"
+                wait = limiter.take(person, rate, now)
+                if wait:
+                    ctx.count("messages_limited")
+                    if limiter.first_refusal(person, wait, now):
+                        nursery.start_soon(_say, ctx, item.message, slow_down(rate, wait))
+                    return
+            key = (item.channel_id, item.author_id)
+            lane = lanes.get(key)
+            if lane is None:
+                lane = lanes[key] = _Lane(collections.deque())
+                nursery.start_soon(_serve_lane, ctx, lanes, key, lane, bot_holder, nursery)
+            elif len(lane.waiting) >= QUEUE_LIMIT:
                 ctx.count("messages_dropped")
                 ctx.log.warning(
-                    "⚠️ channel %s: %d messages waiting already; one dropped",
+                    "⚠️ channel %s: %d messages of one person waiting already; one dropped",
                     item.channel_id,
                     QUEUE_LIMIT,
                 )
+                return
+            lane.waiting.append(item)
 
         def became_ready() -> None:
             if not ready.is_set():
@@ -419,20 +484,31 @@ def _cancel_leftovers(bot: commands.InteractionBot) -> None:
             task.cancel()
 
 
-async def _serve_channel(
+async def _serve_lane(
     ctx: Context,
-    state: _Channel,
-    inbox: trio.MemoryReceiveChannel[_Incoming],
+    lanes: dict[tuple[int, int], _Lane],
+    key: tuple[int, int],
+    lane: _Lane,
+    bots: list[commands.InteractionBot],
     background: trio.Nursery,
 ) -> None:
-    """Answer one channel's messages in order, one at a time (the last edits of an answer,
-    held back by the edit rhythm, are made in ``background`` while the next one starts)."""
-    async for item in inbox:
-        if not item.addressed and (
-            item.guild_id is None or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
-        ):
-            continue  # an ambient message for another agent
-        await _answer(ctx, state, item, background)
+    """Answer one person's messages in one channel in order, one at a time, then end (the
+    last edits of an answer, held back by the edit rhythm, are made in ``background`` while
+    the next one starts)."""
+    try:
+        while lane.waiting:
+            await _answer(ctx, lane.waiting.popleft(), bots[-1], background)
+    finally:
+        if lanes.get(key) is lane:
+            del lanes[key]
+
+
+async def _say(ctx: Context, message: disnake.Message, text: str) -> None:
+    try:
+        await run_on_loop(lambda: message.reply(text, mention_author=False))
+    except disnake.HTTPException as exc:
+        ctx.count("send_errors")
+        ctx.log.error("❌ could not reply in channel %s: %s", message.channel.id, exc)
 
 
 async def _typing(message: disnake.Message) -> None:
@@ -451,7 +527,8 @@ async def _settle(ctx: Context, reply: Reply[disnake.Message]) -> None:
 
 
 class _ReplySink:
-    """Pages of a reply on Discord: the first replies to the message, the rest follow it."""
+    """Pages of a reply on Discord: the first replies to the message, each next one to the
+    page before (so a reply to any page brings the whole answer back: see .chain)."""
 
     def __init__(self, message: disnake.Message, typing: trio.CancelScope) -> None:
         self._message = message
@@ -462,25 +539,66 @@ class _ReplySink:
         if self.first_post_at is None:
             self._typing.cancel()  # the text itself shows that the bot is writing
             self.first_post_at = trio.current_time()
-            return await run_on_loop(lambda: self._message.reply(text, mention_author=False))
-        return await run_on_loop(lambda: self._message.channel.send(text))
+        last = self._message
+        page = await run_on_loop(lambda: last.reply(text, mention_author=False))
+        self._message = page
+        return page
 
     async def edit(self, handle: disnake.Message, text: str) -> None:
         await run_on_loop(lambda: handle.edit(content=text))
 
 
-async def _answer(ctx: Context, state: _Channel, item: _Incoming, background: trio.Nursery) -> None:
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A question as the brain gets it: the text (attachments named, text files inlined), the
+    images shown with it, and for a reply the chain it answers (None: the conversation's
+    latest turns are the context)."""
+
+    text: str
+    images: tuple[Image, ...] = ()
+    chain: list[Turn] | None = None
+
+
+async def _asked(ctx: Context, item: _Incoming, bot: commands.InteractionBot) -> _Asked:
+    if not (item.attachments or item.replying):
+        return _Asked(item.text)  # the usual message: nothing to read or fetch
+    agent = ctx.agent
+    vision = agent.llm is not None and agent.llm.vision  # n8n reads no pictures
+    text, images = item.text, tuple[Image, ...]()
+    if item.attachments:
+        notes, images = await read_attachments(item.attachments, vision=vision)
+        text = f"{text}\n{notes}".strip()
+    chain = None
+    if item.replying and agent.history > 0:
+        message = item.message
+        said = await run_on_loop(lambda: walk(bot, message, agent.history))
+        if said:
+            left = MAX_IMAGES - len(images)
+            chain, _ = await turns_of(said, item.author_id, vision=vision, images=left)
+    return _Asked(text, images, chain)
+
+
+async def _answer(
+    ctx: Context, item: _Incoming, bot: commands.InteractionBot, background: trio.Nursery
+) -> None:
     agent = ctx.agent
     place = f"discord:{item.channel_id}"  # a channel, a thread or a DM: each its own
     person = f"discord:{item.author_id}"
+    asked = await _asked(ctx, item, bot)
+    text = asked.text
     conversation = await ctx.memory.conversation(place)
-    exchange = conversation.ask(item.text, person=person, name=item.author_name)
-    turns = exchange.context(agent.history)
+    exchange = conversation.ask(text, person=person, name=item.author_name)
+    if asked.chain is None:
+        turns = exchange.context(agent.history)
+    else:  # a reply: the chain it answers, in place of the channel's latest turns
+        turns = [*asked.chain, Turn("user", text)]
+    if asked.images:  # shown with this request only: memory keeps their names
+        turns[-1] = Turn("user", text, asked.images)
     message = Message(
         session_id=place,
         user_id=str(item.author_id),
         username=item.author_name,
-        text=item.text,
+        text=text,
         person=person,
     )
     started = trio.current_time()
