@@ -115,11 +115,15 @@ async def measure(
     plain: bool = False,
     rows: list[dict[str, float]] | None = None,
     env: dict[str, str] | None = None,
+    forgetful: bool = False,
 ) -> dict[str, float]:
     """The path's figures; with ``stages`` (a file), voxbridge marks its stages there; with
     ``plain``, the plain disnake bot answers instead (one bot); ``rows`` gets each message's
     timestamps; ``env`` is added to voxbridge's environment (``VOXBRIDGE_STORE=none``: memory
-    in the process only, the baseline of durable conversations)."""
+    in the process only, the baseline of durable conversations). With ``forgetful`` the second
+    bot's agent keeps no conversation (``memory.conversations: false``) and the messages go to
+    the first and the second in turn: the same process, the same moments, with and without
+    durable conversations (its figures: the keys ending in ``_memory_off``)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         public = generate_key_pair(root / "keys", "bench")
@@ -137,6 +141,7 @@ async def measure(
                 (root / "agents.d" / f"agent-{i:03d}.yaml").write_text(
                     f"name: Agent {i}\nllm: {{base_url: '{llm.base_url}/v1', model: m}}\n"
                     f"plugins:\n  discord:\n    bot_token: {sealed}\n"
+                    + ("memory: {conversations: false}\n" if forgetful and i == 1 else "")
                 )
             port = free_port()
             args = ["--listen", f"127.0.0.1:{port}", "--discord-api-base", discord.base_url]
@@ -159,14 +164,17 @@ async def measure(
                 )
                 await trio.sleep(2.5)  # every bot past guild_ready_timeout: READY for real
                 to_brain, to_reply, total = [], [], []
+                total_off: list[float] = []
                 cpu = 0.0
-                for n in range(messages + 20):  # the first 20 warm connections up
+                turns = 2 if forgetful else 1
+                for n in range(messages * turns + 20):  # the first 20 warm connections up
                     if n == 20:
                         cpu = _cpu_seconds(proc.pid)
                     seen = len(discord.requests)
                     t0 = time.perf_counter()
+                    bot = n % turns
                     await discord.send_message(
-                        "bench-token-0", content=f"m{n}", author_id=USER, author_name="ann"
+                        f"bench-token-{bot}", content=f"m{n}", author_id=USER, author_name="ann"
                     )
                     await llm.wait_requests(n + 1)
                     await discord.wait_until(
@@ -176,7 +184,9 @@ async def measure(
                     assert reply is not None
                     if rows is not None:
                         rows.append({"dispatch": t0, "llm": llm.times[n], "arrived": reply.at})
-                    if n >= 20:
+                    if n >= 20 and bot == 1:
+                        total_off.append(reply.at - t0)
+                    elif n >= 20:
                         to_brain.append(llm.times[n] - t0)
                         to_reply.append(reply.at - llm.times[n])
                         total.append(reply.at - t0)
@@ -186,7 +196,16 @@ async def measure(
             nursery.cancel_scope.cancel()
     ms = 1000.0
     own = [t - statistics.median(rtt) for t in total]
-    return {
+    off = [t - statistics.median(rtt) for t in total_off]
+    more = (
+        {
+            f"bots{bots}_overhead_memory_off_p50_ms": ms * statistics.median(off),
+            f"bots{bots}_overhead_memory_off_p95_ms": ms * pct(off, 95),
+        }
+        if forgetful
+        else {}
+    )
+    return more | {
         f"bots{bots}_brain_rtt_p50_ms": ms * statistics.median(rtt),
         f"bots{bots}_overhead_p50_ms": ms * statistics.median(own),
         f"bots{bots}_overhead_p95_ms": ms * pct(own, 95),
@@ -197,7 +216,7 @@ async def measure(
         f"bots{bots}_total_p50_ms": ms * statistics.median(total),
         f"bots{bots}_total_p95_ms": ms * pct(total, 95),
         # The process's CPU (every thread) per message, from its own /metrics.
-        f"bots{bots}_cpu_per_message_ms": ms * cpu / max(1, messages),
+        f"bots{bots}_cpu_per_message_ms": ms * cpu / max(1, messages * turns),
         # Turns committed while this load ran, as the process's own histogram has them.
         f"bots{bots}_memory_append_p50_ms": ms * quantile(written, 0.5),
         f"bots{bots}_memory_append_p95_ms": ms * quantile(written, 0.95),

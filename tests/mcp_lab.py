@@ -14,6 +14,7 @@ sleeps, returns the process group id), ``markup`` (HTML in its result).
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def main(mode: str) -> None:
         sys.stdout.flush()
     elif mode == "http":  # a server process of its own: python tests/mcp_lab.py http PORT
         SERVER.settings.log_level = "WARNING"
+        # the SDK's session manager logs each session at INFO, through its own loggers
+        logging.getLogger("mcp").setLevel(logging.WARNING)
         SERVER.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
         return
     elif mode == "exit":
