@@ -167,6 +167,16 @@ CATALOGUE: list[tuple[str, Callable[[Path, dict[str, str]], None], str]] = [
         ":3:5: tools.x.env: 'env' is for an MCP server started as a child process",
     ),
     (
+        "tools: a description on an MCP server (only an n8n workflow's is read)",
+        _text("tools:\n  x:\n    command: [a]\n    description: does things\n"),
+        ":4:5: tools.x.description: 'description' is for an n8n workflow (n8n)",
+    ),
+    (
+        "tools: allow on an n8n workflow (it is one tool)",
+        _text("tools:\n  x:\n    n8n: ENC[x]\n    description: d\n    allow: [a]\n"),
+        ":5:5: tools.x.allow: 'allow' picks among an MCP server's tools",
+    ),
+    (
         "tools: a plaintext header",
         _text(
             "tools:\n  x:\n    url: 'http://127.0.0.1:9/mcp'\n    headers: {{Authorization: abcdefgh}}\n"

@@ -264,6 +264,10 @@ class _Checker:
                 if missing:
                     self.add((*path, key), _dependent(key, missing[0]), at_key=True)
             return
+        if v == "not" and "dependentSchemas" in err.schema_path:
+            key = str(err.schema_path[-2])  # the key whose presence the rule is about
+            self.add((*path, key), str(sch.get("x-expected")), at_key=True)
+            return
         if v == "pattern" and "propertyNames" in err.schema_path:
             path = (*path, str(inst))  # a key of the mapping: point at that key
             what = str(sch.get("x-expected") or "another name")
