@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,27 @@ async def test_the_startup_summary_counts_in_words(
     assert [r.getMessage() for r in caplog.records if r.name == "voxbridge.run"] == [
         "✅ Initialized 1 plugin across 1 agent in 1.5s"
     ]
+
+
+async def test_the_startup_summary_counts_tool_servers_apart_from_plugins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent's MCP servers are actors, but not plugins: the summary names them apart. (On
+    the real clock: the server is a real process, which a jumping clock would outrun.)"""
+    write(
+        tmp_path,
+        "support.yaml",
+        "plugins:\n  echo: {}\ntools:\n  gone: {command: [no-such-mcp-server-program]}\n",
+    )
+    caplog.set_level("INFO", "voxbridge.run")
+    async with trio.open_nursery() as nursery:
+        rt = make_runtime(nursery, tmp_path)
+        began = trio.current_time()
+        await rt.reconciler.rescan()
+        with trio.fail_after(20):
+            await rt.summarize_start(began)
+        nursery.cancel_scope.cancel()
+    said = [r.getMessage() for r in caplog.records if r.name == "voxbridge.run"]
+    assert len(said) == 2, said
+    assert re.fullmatch(r"✅ Initialized 1 plugin across 1 agent in \d+\.\ds", said[0])
+    assert said[1] == "⚠️ 1 tool server failed to initialize"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -316,18 +316,30 @@ class Runtime:
         keys = self.supervisor.keys()
         pending = set(self.supervisor.first_attempts_pending())
         running = [k for k in keys if (s := self.table.get(k)) and s.state == ActorState.RUNNING]
-        failed = len(keys) - len(running) - len(pending)
+        up = set(running)
+        failed = [k for k in keys if k not in pending and k not in up]
         agents = len({agent for agent, _ in running})
         log.info(
             "✅ Initialized %s across %s in %.1fs",
-            _counted(len(running), "plugin"),
+            _actors(running),
             _counted(agents, "agent"),
             took,
         )
         if failed:
-            log.warning("⚠️ %s failed to initialize", _counted(failed, "plugin"))
+            log.warning("⚠️ %s failed to initialize", _actors(failed))
         if pending:
-            log.warning("⚠️ %s still starting after %.0fs", _counted(len(pending), "plugin"), took)
+            log.warning("⚠️ %s still starting after %.0fs", _actors(pending), took)
+
+
+def _actors(keys: Collection[ActorKey]) -> str:
+    """``keys`` in words: "3 plugins", or "3 plugins and 1 tool server" (an agent's MCP
+    servers are actors too, but not plugins)."""
+    tools = sum(1 for _, name in keys if is_tool_actor(name))
+    plugins = len(keys) - tools
+    if not tools:
+        return _counted(plugins, "plugin")
+    servers = _counted(tools, "tool server")
+    return f"{_counted(plugins, 'plugin')} and {servers}" if plugins else servers
 
 
 def _counted(n: int, noun: str) -> str:
