@@ -143,7 +143,10 @@ BACKCHANNELS = (
 class VADConfig:
     """When a person is speaking: durations in seconds. ``smart_turn``: ``True`` (the Smart
     Turn v3 model from an installed pipecat-ai), a path to its ONNX file, or ``None`` (off);
-    it is asked after ``pause`` of silence whether the person finished."""
+    it is asked after ``pause`` of silence whether the person finished. ``words``: with it,
+    what was said so far is transcribed at that pause too, and words that plainly go on ("a
+    table for") make a finished-sounding pause wait (on by default with ``smart_turn`` and an
+    English STT)."""
 
     threshold: float = 0.5
     min_speech: float = 0.25
@@ -151,9 +154,11 @@ class VADConfig:
     max_utterance: float = 30.0
     smart_turn: bool | str | None = None
     pause: float = 0.2
+    words: bool = False
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> VADConfig:
+    def from_dict(cls, raw: Mapping[str, Any], *, english: bool = True) -> VADConfig:
+        """``english``: whether the STT hears English (the words' rules are English)."""
         d = cls()
         smart = raw.get("smart_turn") or None
         # With the model deciding when a finished sentence ends, end_of_turn only bounds the
@@ -166,6 +171,7 @@ class VADConfig:
             max_utterance=parse_duration(raw.get("max_utterance", d.max_utterance)),
             smart_turn=smart,
             pause=parse_duration(raw.get("pause", d.pause)),
+            words=bool(raw.get("words", bool(smart) and english)),
         )
 
 
@@ -202,10 +208,12 @@ class VoiceConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VoiceConfig:
+        stt = SpeechConfig.from_dict(raw.get("stt", {}))
+        english = not stt.language or str(stt.language).lower().startswith("en")
         return cls(
-            stt=SpeechConfig.from_dict(raw.get("stt", {})),
+            stt=stt,
             tts=SpeechConfig.from_dict(raw.get("tts", {})),
-            vad=VADConfig.from_dict(raw.get("vad", {})),
+            vad=VADConfig.from_dict(raw.get("vad", {}), english=english),
             barge_in=bool(raw.get("barge_in", True)),
             greeting=raw.get("greeting"),
             interruptions=InterruptionConfig.from_dict(raw.get("interruptions", {})),
