@@ -18,8 +18,8 @@ turn is not transcribed twice.
 
 Frames wait while the model thinks, so the decision still falls at the same sample. Given a
 ``nursery``, the questions are asked ahead, in the background, so that their answers are at hand
-when the pause is reached: the transcript as soon as a silence begins (what was said so far,
-followed by the silence it would end with), the model ``AHEAD`` of the pause; speech again
+when the pause is reached: the transcript ``WORDS_AHEAD`` of it (what was said so far,
+followed by the silence it would end with), the model ``AHEAD`` of it; speech again
 before the pause makes them moot. Without one, they are asked at the pause.
 """
 
@@ -44,6 +44,7 @@ __all__ = [
     "AHEAD",
     "COMPLETE",
     "PREROLL",
+    "WORDS_AHEAD",
     "SpeechPaused",
     "SpeechResumed",
     "SpeechStarted",
@@ -55,6 +56,7 @@ __all__ = [
 PREROLL = 0.3  # seconds of audio kept from before the onset
 COMPLETE = 0.5  # Smart Turn's probability above which an utterance is finished (pipecat's)
 AHEAD = 0.064  # s: Smart Turn is asked this much before the pause (it takes 20-80 ms here)
+WORDS_AHEAD = 0.12  # s: and the transcript (Whisper tiny.en: 80-150 ms here)
 _HYSTERESIS = 0.15  # speech continues until the probability falls this far below the threshold
 
 Transcribe = Callable[[bytes], Awaitable[SoFar | None]]
@@ -216,7 +218,10 @@ class TurnDetector:
     def _ask_ahead(self) -> None:
         """A silence under way: ask what the pause will need, so it is answered by then."""
         pause, pcm = self._config.pause, b"".join(self._speech)
-        if self._words is not None and self._transcript is None:
+        # Not at once: the gaps between words would each cost a transcription, and those not
+        # waited for still hold the STT's threads until they finish.
+        words_ahead = self._silence + 1e-9 >= pause - WORDS_AHEAD
+        if self._words is not None and self._transcript is None and words_ahead:
             # As it will be heard at the pause: the speech, then silence (Whisper may hear a
             # word in audio that stops dead: "... up to turn the volume up to turn the ...").
             ending = bytes(2 * round(max(0.0, pause - self._silence) * RATE))
