@@ -140,6 +140,23 @@ async def test_words_that_do_not_go_on_end_the_turn_at_the_pause(
     assert (utterance.text, detector.held) == ("Lock the front door.", 0)
 
 
+async def test_when_the_words_cannot_be_told_the_model_alone_decides(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def failing(pcm: bytes) -> SoFar | None:
+        await trio.sleep(0.05)
+        return None  # the STT failed, or took too long
+
+    async with trio.open_nursery() as nursery:
+        detector = TurnDetector(
+            LoudnessVAD(), CONFIG, ScriptedModel([0.9]), words=failing, nursery=nursery
+        )  # type: ignore[arg-type]
+        events = await feed(detector, tone(1.0) + silence(3.0))
+    (utterance,) = [e for e in events if isinstance(e, Utterance)]
+    assert utterance.at == pytest.approx(1.0 + 0.2, abs=0.033)
+    assert utterance.text is None  # the turn transcribes it, and says what failed
+
+
 async def test_an_unfinished_melody_waits_without_asking_the_words(
     autojump_clock: trio.abc.Clock,
 ) -> None:
