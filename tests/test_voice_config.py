@@ -67,15 +67,13 @@ def test_whisper_smart_turn_and_interruptions(keyring: Keyring) -> None:
         2,
     )
     # With the model deciding, end_of_turn only bounds an unfinished sentence: 2 s by default.
-    # ... and the words said so far are judged too (English grammar: the STT's language is
-    # English or unset).
-    assert voice.vad == VADConfig(end_of_turn=2.0, smart_turn=True, pause=0.2, words=True)
+    assert voice.vad == VADConfig(end_of_turn=2.0, smart_turn=True, pause=0.2)
     assert voice.interruptions == InterruptionConfig(True, 1.5, ("uh-huh", "ja"))
     plain = parse_agent(
         "voice: {vad: {smart_turn: /m.onnx, end_of_turn: 1s}}\n", "a.yaml", "a", keyring
     )
     assert plain.voice is not None
-    assert plain.voice.vad == VADConfig(end_of_turn=1.0, smart_turn="/m.onnx", words=True)
+    assert plain.voice.vad == VADConfig(end_of_turn=1.0, smart_turn="/m.onnx")
     assert plain.voice.stt.compute_type == "int8"
     assert plain.voice.interruptions == InterruptionConfig()  # pause, judge, resume on no words
 
@@ -83,19 +81,12 @@ def test_whisper_smart_turn_and_interruptions(keyring: Keyring) -> None:
 @pytest.mark.parametrize(
     ("voice", "words"),
     [
-        ("{vad: {smart_turn: true}, stt: {provider: whisper, language: en}}", True),
-        (
-            "{vad: {smart_turn: true}, stt: {provider: whisper, language: de}}",
-            False,
-        ),  # English only
+        ("{vad: {smart_turn: true}}", False),  # off by default
+        ("{vad: {smart_turn: true, words: true}}", True),
         ("{vad: {smart_turn: true, words: false}}", False),
-        ("{vad: {smart_turn: true, words: true}, stt: {language: fr}}", True),  # as told
-        ("{vad: {end_of_turn: 1s}}", False),  # without Smart Turn, silence alone
     ],
 )
-def test_the_words_check_is_on_with_smart_turn_in_english(
-    keyring: Keyring, voice: str, words: bool
-) -> None:
+def test_the_words_check_is_asked_for(keyring: Keyring, voice: str, words: bool) -> None:
     agent = parse_agent(f"voice: {voice}\n", "a.yaml", "a", keyring)
     assert agent.voice is not None
     assert agent.voice.vad.words is words

@@ -145,8 +145,8 @@ class VADConfig:
     Turn v3 model from an installed pipecat-ai), a path to its ONNX file, or ``None`` (off);
     it is asked after ``pause`` of silence whether the person finished. ``words``: with it,
     what was said so far is transcribed at that pause too, and words that plainly go on ("a
-    table for") make a finished-sounding pause wait (on by default with ``smart_turn`` and an
-    English STT)."""
+    table for") make a finished-sounding pause wait (English grammar; off by default: with it,
+    a backchannel over the agent was cut in the benchmark)."""
 
     threshold: float = 0.5
     min_speech: float = 0.25
@@ -157,8 +157,7 @@ class VADConfig:
     words: bool = False
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, english: bool = True) -> VADConfig:
-        """``english``: whether the STT hears English (the words' rules are English)."""
+    def from_dict(cls, raw: Mapping[str, Any]) -> VADConfig:
         d = cls()
         smart = raw.get("smart_turn") or None
         # With the model deciding when a finished sentence ends, end_of_turn only bounds the
@@ -171,7 +170,7 @@ class VADConfig:
             max_utterance=parse_duration(raw.get("max_utterance", d.max_utterance)),
             smart_turn=smart,
             pause=parse_duration(raw.get("pause", d.pause)),
-            words=bool(raw.get("words", bool(smart) and english)),
+            words=bool(raw.get("words", False)),
         )
 
 
@@ -208,12 +207,10 @@ class VoiceConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VoiceConfig:
-        stt = SpeechConfig.from_dict(raw.get("stt", {}))
-        english = not stt.language or str(stt.language).lower().startswith("en")
         return cls(
-            stt=stt,
+            stt=SpeechConfig.from_dict(raw.get("stt", {})),
             tts=SpeechConfig.from_dict(raw.get("tts", {})),
-            vad=VADConfig.from_dict(raw.get("vad", {}), english=english),
+            vad=VADConfig.from_dict(raw.get("vad", {})),
             barge_in=bool(raw.get("barge_in", True)),
             greeting=raw.get("greeting"),
             interruptions=InterruptionConfig.from_dict(raw.get("interruptions", {})),
