@@ -7,7 +7,7 @@ interruptions — each beside the offline engines voxbridge had before (pocketsp
 * ``smart_turn_*``: the labelled set of tests/turn_set.py (espeak-ng sentences, 20 finished, 20
   broken off by a 1 s thinking pause), and the held-out one (``*_held_out``: other sentences,
   never tuned on), through the turn detector with the real Silero VAD, Smart Turn v3 and the
-  words said so far (Whisper tiny.en; ``voice.vad.words``, the default): the share of
+  words said so far (Whisper tiny.en; ``voice.vad.words: true``): the share of
   unfinished sentences cut at the pause, and the wait from the last voiced sample to the end of
   the turn on finished ones (the model's and Whisper's own time included); beside it the model
   alone (``smart_turn_model_only_*``) and silence alone (600 ms).
@@ -88,8 +88,8 @@ def whisper_rtf(runs: int = 5) -> dict[str, float]:
 
 async def turn_set(every: int = 1) -> dict[str, float]:
     """On the labelled set and the held-out one (``every``: each n-th item only): Smart Turn
-    with the words said so far (Whisper tiny.en's, as ``voice.vad.words`` by default), the model
-    alone, and silence alone."""
+    with the words said so far (Whisper tiny.en's, as ``voice.vad.words: true``), the model
+    alone (the default), and silence alone."""
     model, stt = SmartTurn(smart_turn()), WhisperSTT(whisper_tiny())
     await stt.warm()
 
