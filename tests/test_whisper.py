@@ -19,10 +19,12 @@ from tests.conftest import _captured, clean_env
 from tests.fake_brains import FakeLLM, Plan, start_fake
 from tests.runtime_helpers import write
 from tests.speech_samples import say, wav_file
+from tests.turn_set import broken_off
 from tests.voice_models import whisper_tiny
 from voxbridge.config.model import SpeechConfig, VoiceConfig
 from voxbridge.voice.models import whisper_at_hand
 from voxbridge.voice.providers import open_providers
+from voxbridge.voice.unfinished import SoFar, goes_on
 from voxbridge.voice.whisper_stt import WhisperSTT
 
 # What pocketsphinx made of the first (issue 20): "what is a cubicle and ready".
@@ -79,6 +81,22 @@ async def test_long_speech_is_transcribed_across_whisper_windows() -> None:
     speech = b"".join(say(SENTENCES[0]) for _ in range(11))  # about 36 s
     text = words(await stt.transcribe(speech))
     assert text.count("france") >= 10
+
+
+async def test_so_far_tells_the_words_whisper_is_sure_of() -> None:
+    stt = WhisperSTT(whisper_tiny())
+    for sentence in SENTENCES:  # clear speech, finished: sure of every word
+        speech = say(sentence)
+        text, sure = await stt.so_far(speech)
+        assert text == sure == await stt.transcribe(speech)
+    # Broken off at a thinking pause, Whisper often finishes the sentence with a word of its
+    # own ("a table for ... it."): the words it is sure of leave it out, and tell more often
+    # that the sentence goes on.
+    heard = [await stt.so_far(pcm) for pcm in broken_off()]
+    for text, sure in heard:
+        assert sure == text or words(sure) == words(text)[:-1], (text, sure)
+    assert sum(sure != text for text, sure in heard) >= len(heard) // 4
+    assert sum(SoFar(*h).goes_on for h in heard) > sum(goes_on(text) for text, _ in heard)
 
 
 async def test_offline_takes_whisper_when_its_model_is_at_hand(tmp_path: Path) -> None:

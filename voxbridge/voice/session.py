@@ -1,8 +1,9 @@
 """One spoken conversation, as a Trio task tree; channels only feed and drain frames.
 
     session
-    ├── listen        one per speaker: frames → VAD (and Smart Turn) → turns; an onset while
-    │                 the agent talks pauses it, whoever speaks
+    ├── listen        one per speaker: frames → VAD (and Smart Turn, and the words said so
+    │   │             far) → turns; an onset while the agent talks pauses it, whoever speaks
+    │   └── ask       what a pause will need, asked ahead: Smart Turn, the transcript
     └── converse      one turn per utterance (any speaker's, in order), in a cancel scope of its own
         └── turn      STT → transcript
             ├── think       the brain's stream → deltas (shown) → sentences
@@ -32,6 +33,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -47,10 +49,12 @@ from .sentences import SentenceSplitter, speakable
 from .smart_turn import SmartTurn
 from .speech import STT, TTS, SpeechError
 from .turns import SpeechPaused, SpeechResumed, SpeechStarted, TurnDetector, Utterance
+from .unfinished import SoFar
 from .vad import VAD
 
 __all__ = ["CANT_ANSWER", "CANT_HEAR", "Speaker", "VoiceSession"]
 
+T = TypeVar("T")
 log = logging.getLogger("voxbridge.voice")
 
 CANT_ANSWER = "Sorry, I can't answer right now. Please try again in a moment."
@@ -94,12 +98,12 @@ class _Judging:
 
     def __init__(self, speaker: Speaker) -> None:
         self.speaker = speaker
-        self.send, self.receive = trio.open_memory_channel[_Spoken | bytes](1)
+        self.send, self.receive = trio.open_memory_channel[_Spoken | SpeechPaused](1)
         self.verdict: str | None = None
         self.text: str | None = None  # all that was said, when the verdict heard it all
         self.more = False  # they spoke on while it was being transcribed
 
-    def hear(self, said: _Spoken | bytes) -> None:
+    def hear(self, said: _Spoken | SpeechPaused) -> None:
         with contextlib.suppress(trio.WouldBlock):  # the first thing heard decides
             self.send.send_nowait(said)
 
@@ -213,14 +217,22 @@ class VoiceSession:
     async def listen(self, frames: trio.MemoryReceiveChannel[bytes], speaker: Speaker) -> None:
         """Hear one speaker until ``frames`` (16 kHz ``s16le``) ends; several may listen at
         once, each with their own voice activity detection."""
-        ear = self.ear(speaker)
-        async for frame in frames:
-            await ear(frame)
+        async with trio.open_nursery() as asking:
+            ear = self.ear(speaker, asking)
+            async for frame in frames:
+                await ear(frame)
+            asking.cancel_scope.cancel()
 
-    def ear(self, speaker: Speaker) -> Callable[[bytes], Awaitable[None]]:
+    def ear(
+        self, speaker: Speaker, nursery: trio.Nursery | None = None
+    ) -> Callable[[bytes], Awaitable[None]]:
         """What hears one speaker: call it with each of their frames (16 kHz ``s16le``), in
-        order. For a channel that makes frames in a task of its own: no hop between tasks."""
-        detector = TurnDetector(self._new_vad(), self.config.vad, self._smart_turn)
+        order. For a channel that makes frames in a task of its own: no hop between tasks.
+        ``nursery``: where what a pause will need is asked ahead (without one, at the pause)."""
+        words = self._so_far if self.config.vad.words else None
+        detector = TurnDetector(
+            self._new_vad(), self.config.vad, self._smart_turn, words=words, nursery=nursery
+        )
         over_the_agent = False  # this utterance began while the agent had the turn
         judged: _Judging | None = None  # what the agent made of this utterance, so far
 
@@ -243,18 +255,44 @@ class VoiceSession:
                         judged = None  # words, and more of them: the utterance is the turn
                 elif isinstance(event, SpeechPaused):
                     if judging is not None:
-                        judging.hear(event.pcm)  # what was said so far decides
+                        judging.hear(event)  # what was said so far decides
                 elif over_the_agent and not self.config.barge_in:
                     self._count("voice_ignored", 1)  # spoken over the agent: not a turn
                 elif judging is not None:
-                    judging.hear(_Spoken(event, trio.current_time(), speaker))
+                    judging.hear(_Spoken(event, trio.current_time(), speaker, event.text))
                 elif judged is not None and judged.verdict == "backchannel":
                     pass  # "mm-hmm" said, the agent went on: no turn
                 else:
-                    text = judged.text if judged is not None else None  # heard it all already
+                    text = event.text  # transcribed while the pause was judged
+                    if judged is not None and judged.text is not None:
+                        text = judged.text  # heard it all already
                     self._take(_Spoken(event, trio.current_time(), speaker, text))
 
         return hear
+
+    async def _words(self, pcm: bytes) -> str | None:
+        """What was said in ``pcm``."""
+        text = await self._bounded(self._stt.transcribe, pcm)
+        return text.strip() if text is not None else None
+
+    async def _so_far(self, pcm: bytes) -> SoFar | None:
+        """What was said so far, for the turn detector: with the words the STT is sure of when
+        it tells (Whisper: :func:`.whisper_stt.so_far`)."""
+        so_far = getattr(self._stt, "so_far", None)
+        if so_far is None:
+            text = await self._words(pcm)
+            return SoFar(text) if text is not None else None
+        said: tuple[str, str] | None = await self._bounded(so_far, pcm)
+        return SoFar(said[0].strip(), said[1].strip()) if said is not None else None
+
+    async def _bounded(self, transcribe: Callable[[bytes], Awaitable[T]], pcm: bytes) -> T | None:
+        """``transcribe(pcm)``; None when the STT failed (the turn will try again, and say what
+        failed)."""
+        try:
+            with trio.fail_after(self.config.stt.timeout):
+                return await transcribe(pcm)
+        except (SpeechError, trio.TooSlowError):
+            return None
 
     def _take(self, spoken: _Spoken) -> None:
         """``spoken`` is a turn (after the ones waiting)."""
@@ -287,18 +325,16 @@ class VoiceSession:
         heard at the speaker's first pause, or when their utterance ended — within
         ``interruptions.timeout``; else barge in (an utterance heard whole is the next turn)."""
         config = self.config.interruptions
-        said: _Spoken | bytes | None = None
+        said: _Spoken | SpeechPaused | None = None
         text: str | None = None
         with trio.move_on_after(config.timeout) as waited:
             while True:
                 said = await judging.receive.receive()
                 judging.more = False
-                pcm = said.utterance.pcm if isinstance(said, _Spoken) else said
-                try:
-                    with trio.fail_after(self.config.stt.timeout):
-                        text = (await self._stt.transcribe(pcm)).strip()
-                except (SpeechError, trio.TooSlowError):
-                    text = None  # the turn will try again, and say what failed
+                text = said.text  # the turn detector's, when it made one
+                if text is None:
+                    pcm = said.utterance.pcm if isinstance(said, _Spoken) else said.pcm
+                    text = await self._words(pcm)
                 if not (judging.more and text and not has_words(text, config.backchannels)):
                     break
                 # "Yeah..." so far, and they spoke on: what follows decides.

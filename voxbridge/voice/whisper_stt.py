@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import trio
@@ -28,15 +29,19 @@ import trio
 from .audio import samples, to_float
 from .speech import SpeechError
 
-__all__ = ["WhisperSTT", "load", "transcribe"]
+__all__ = ["UNSURE", "WhisperSTT", "load", "so_far", "transcribe"]
 
 _FRAMES_PER_SECOND = 100  # Whisper's mel frames
 _MIN_WINDOW = 10 * _FRAMES_PER_SECOND  # shorter windows save little and risk more
 _MAX_WINDOW = 30 * _FRAMES_PER_SECOND  # the model's own
 _NO_SPEECH = 0.6
 _LOW_CONFIDENCE = -1.0
+UNSURE = 0.5  # a last word less likely than this may be one Whisper made up (:func:`so_far`)
 # What Whisper writes for sounds that are not words: "(coughs)", "[MUSIC]", "*sigh*".
 _NOT_WORDS = re.compile(r"\([^)]*\)|\[[^\]]*\]|\*[^*]*\*|♪")
+
+T = TypeVar("T")
+_SPOKEN = re.compile(r"\w")  # a word, not punctuation alone
 
 _lock = threading.Lock()
 _models: dict[tuple[str, str, int], Any] = {}
@@ -99,12 +104,25 @@ def _language(model: Any, encoded: Any, language: str | None) -> str:
 
 def transcribe(model: Any, pcm: bytes, language: str | None = None) -> str:
     """The words in 16 kHz ``s16le`` ``pcm`` (blocking: a worker thread)."""
+    return _decode(model, pcm, language, judge_end=False)[0]
+
+
+def so_far(model: Any, pcm: bytes, language: str | None = None) -> tuple[str, str]:
+    """The words in ``pcm``, speech that may stop mid-sentence, and of them the ones Whisper is
+    sure of (blocking: a worker thread). Whisper finishes a sentence that stops short with a
+    word of its own ("I would like a table for ... it."); such a word is one it is unsure of,
+    so the last word is left out of the second when its probability is below ``UNSURE``."""
+    return _decode(model, pcm, language, judge_end=True)
+
+
+def _decode(model: Any, pcm: bytes, language: str | None, *, judge_end: bool) -> tuple[str, str]:
     import ctranslate2
     from faster_whisper.tokenizer import Tokenizer
 
     audio = to_float(samples(pcm))
     features = model.feature_extractor(audio)[:, :-1]
     texts = []
+    sure: str | None = None  # all of it, unless the last word is unsure
     for start in range(0, max(1, features.shape[1]), _MAX_WINDOW):
         chunk = features[:, start : start + _MAX_WINDOW]
         window = np.zeros((1, chunk.shape[0], _window(chunk.shape[1])), np.float32)
@@ -130,7 +148,31 @@ def transcribe(model: Any, pcm: bytes, language: str | None = None) -> str:
             continue  # the model heard no speech: a cough, a breath, a click
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         texts.append(tokenizer.decode(tokens))
-    return " ".join(_NOT_WORDS.sub(" ", " ".join(texts)).split())
+        if judge_end and start + _MAX_WINDOW >= features.shape[1] and tokens:
+            kept = _sure(model, tokenizer, tokens, encoded, chunk.shape[1])
+            if kept is not None:
+                sure = " ".join([*texts[:-1], kept])
+    text = _clean(" ".join(texts))
+    return text, text if sure is None else _clean(sure)
+
+
+def _sure(model: Any, tokenizer: Any, tokens: list[int], encoded: Any, frames: int) -> str | None:
+    """``tokens`` without their last word when the model is unsure of it (None when sure): its
+    probability as faster-whisper's word timestamps reckon it, the mean of its tokens'."""
+    (aligned,) = model.model.align(encoded, tokenizer.sot_sequence, [tokens], frames)
+    words, word_tokens = tokenizer.split_to_word_tokens([*tokens, tokenizer.eot])
+    probabilities, at = [], 0
+    for piece in word_tokens[:-1]:  # the last is the end of text
+        probabilities.append(float(np.mean(aligned.text_token_probs[at : at + len(piece)])))
+        at += len(piece)
+    spoken = [i for i, word in enumerate(words[:-1]) if _SPOKEN.search(word)]
+    if not spoken or probabilities[spoken[-1]] >= UNSURE:  # a full stop's is not the word's
+        return None
+    return "".join(words[: spoken[-1]])
+
+
+def _clean(text: str) -> str:
+    return " ".join(_NOT_WORDS.sub(" ", text).split())
 
 
 class WhisperSTT:
@@ -157,11 +199,17 @@ class WhisperSTT:
         await trio.to_thread.run_sync(self._model)
 
     async def transcribe(self, pcm: bytes) -> str:
-        def run() -> str:
+        return await self._off_the_loop(transcribe, pcm)
+
+    async def so_far(self, pcm: bytes) -> tuple[str, str]:
+        """:func:`so_far`: the words of speech that may stop mid-sentence, and the sure ones."""
+        return await self._off_the_loop(so_far, pcm)
+
+    async def _off_the_loop(self, decode: Callable[[Any, bytes, str | None], T], pcm: bytes) -> T:
+        def run() -> T:
             try:
-                return transcribe(self._model(), pcm, self._language)
+                return decode(self._model(), pcm, self._language)
             except RuntimeError as exc:  # CTranslate2's own failures
                 raise SpeechError(f"Whisper could not transcribe: {exc}") from None
 
-        text: str = await trio.to_thread.run_sync(run, limiter=_limiter(self._threads))
-        return text
+        return await trio.to_thread.run_sync(run, limiter=_limiter(self._threads))

@@ -164,7 +164,7 @@ class Room:
             voice = self._ctx.agent.voice
             tail = voice.vad.end_of_turn + 0.5 if voice else 1.0
             speaker = Speaker(str(user_id), name, attributed=True, person=f"discord:{user_id}")
-            stream = SpeakerStream(self._session.ear(speaker), tail=tail)
+            stream = SpeakerStream(self._session.ear(speaker, self._nursery), tail=tail)
             entry = self._speakers[user_id] = (stream, speaker)
             self._nursery.start_soon(stream.run)
         self._last_heard[user_id] = time.monotonic()
