@@ -121,3 +121,22 @@ async def test_digital_silence_is_no_speech_without_asking_the_model() -> None:
     lingering = _LingeringVAD()
     _, late = await feed(TurnDetector(lingering, CONFIG), tone(1.0) + noise)
     assert isinstance(late, Utterance) and late.at >= utterance.at + 0.09  # 3 windows
+
+
+async def test_digital_silence_ends_a_turn_on_the_frame_it_is_due_not_the_window() -> None:
+    """Discord's silence comes 20 ms at a time on the clock: the turn ends with the frame that
+    completes end_of_turn, not with the 32 ms window after it (up to 12 ms later)."""
+    detector = TurnDetector(LoudnessVAD(), CONFIG)
+    audio, frame = tone(0.97) + silence(1.0), 2 * FRAME_SAMPLES
+    heard_at = None
+    for i in range(0, len(audio), frame):
+        if any(isinstance(e, Utterance) for e in await detector.push(audio[i : i + frame])):
+            heard_at = (i + frame) / 2 / RATE
+            break
+    # Due at 0.97 + 0.6 = 1.57 s: the frame that ends at 1.58 s (the window ends at 1.600).
+    assert heard_at == 1.58
+    # The zeros counted ahead are taken off the stream as they come: what follows keeps its
+    # time (an onset after the silence is where it was).
+    events = await feed(detector, audio[i + frame :] + tone(1.0))
+    (started,) = [e for e in events if isinstance(e, SpeechStarted)]
+    assert abs(started.at - (1.97 + 0.25)) <= 0.033

@@ -172,6 +172,7 @@ class TurnDetector:
         self._window = vad.window
         self._window_s = self._window / RATE
         self._pending = bytearray()
+        self._owed = 0  # bytes of zeros counted ahead of their arrival (see push)
         self._preroll: deque[bytes] = deque(maxlen=max(1, round(PREROLL / self._window_s)))
         self._speech: list[bytes] = []
         self._voiced = 0.0  # seconds of speech before the onset is decided
@@ -197,23 +198,51 @@ class TurnDetector:
 
     async def push(self, pcm: bytes) -> list[TurnEvent]:
         """Take more of the stream; return what it completed."""
+        if self._owed:  # the zeros of a window completed ahead (see below) arrive now
+            skip = min(self._owed, len(pcm) - len(pcm.lstrip(b"\0")))
+            self._owed -= skip
+            pcm = pcm[skip:]
+            if pcm and self._owed:  # sound came before all of them: owe no more
+                pcm = bytes(self._owed % 2) + pcm  # whole samples skipped (it began even)
+                self._owed = 0
         self._pending += pcm
         events: list[TurnEvent] = []
         size = 2 * self._window
         while len(self._pending) >= size:
-            window = samples(bytes(self._pending[:size]))
-            del self._pending[:size]
-            # Digital silence (Discord's silence frames, a lost stretch filled in) is no speech:
-            # the model is not asked, which saves its time and its slowly fading belief that
-            # speech goes on (about 100 ms more before a turn ends, measured).
-            p = await self._vad.probability(to_float(window)) if window.any() else 0.0
-            events.extend(self._decide(p, window))
-            if self._speaking and not self._paused and self._silence > 0:
-                if self._nursery is not None:
-                    self._ask_ahead()
-                if self._silence + 1e-9 >= self._config.pause:
-                    events.append(await self._pause())
+            await self._step(size, events)
+        if self._due_in_silence():
+            # Digital silence (Discord's, made 20 ms at a time on the clock) that reaches the
+            # pause or the end of the turn before the window is whole decides now, not up to a
+            # window (32 ms) later: the window is completed with the zeros still to come, and
+            # those are taken off the stream as they arrive.
+            self._owed = size - len(self._pending)
+            self._pending += bytes(self._owed)
+            await self._step(size, events)
         return events
+
+    async def _step(self, size: int, events: list[TurnEvent]) -> None:
+        """Score the next window and decide what it completes."""
+        window = samples(bytes(self._pending[:size]))
+        del self._pending[:size]
+        # Digital silence (Discord's silence frames, a lost stretch filled in) is no speech:
+        # the model is not asked, which saves its time and its slowly fading belief that
+        # speech goes on (about 100 ms more before a turn ends, measured).
+        p = await self._vad.probability(to_float(window)) if window.any() else 0.0
+        events.extend(self._decide(p, window))
+        if self._speaking and not self._paused and self._silence > 0:
+            if self._nursery is not None:
+                self._ask_ahead()
+            if self._silence + 1e-9 >= self._config.pause:
+                events.append(await self._pause())
+
+    def _due_in_silence(self) -> bool:
+        """Whether what is pending is digital silence that, with the silence before it,
+        reaches the pause (or, paused already, the end of the turn)."""
+        if not (self._speaking and self._pending) or self._pending.strip(b"\0"):
+            return False
+        config = self._config
+        due = config.end_of_turn if self._paused else min(config.pause, config.end_of_turn)
+        return self._silence + len(self._pending) / 2 / RATE + 1e-9 >= due
 
     def _ask_ahead(self) -> None:
         """A silence under way: ask what the pause will need, so it is answered by then."""
