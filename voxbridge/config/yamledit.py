@@ -19,7 +19,8 @@ from .nodes import Node
 
 __all__ = ["as_scalar", "replace_scalars", "token_scalar"]
 
-_SAFE_PLAIN = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./+=@:-]*$")
+# Matched whole (fullmatch: with `$` a value ending in "\n" matched, and was written plain)
+_SAFE_PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./+=@:-]*")
 _resolver: Any = Resolver()  # untyped in types-PyYAML
 
 
@@ -31,7 +32,7 @@ def _stays_text(value: str) -> bool:
 def as_scalar(value: str, node: Node) -> str:
     """YAML text for string ``value`` written where ``node`` stands: plain when the original was
     plain and the value reads back as the same string, double-quoted otherwise."""
-    if node.style == "" and not node.flow and _SAFE_PLAIN.match(value) and _stays_text(value):
+    if node.style == "" and not node.flow and _SAFE_PLAIN.fullmatch(value) and _stays_text(value):
         return value
     return _double_quoted(value)
 
