@@ -108,7 +108,7 @@ class Call:
 
 
 FULL = Call()
-QUICK = Call(turns=1, seconds=1.0, question="what is the weather", quiet=0.3, fake=0.01)
+QUICK = Call(turns=1, seconds=0.7, question="what is the weather", quiet=0.3, fake=0.01)
 
 
 async def _quiet(discord: FakeDiscord, seconds: float) -> None:

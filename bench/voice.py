@@ -72,7 +72,7 @@ class Trials:
 
 FULL, FULL_VAD = Turns(), Trials()
 QUICK = Turns(turns=2, speed=8.0, sentence=0.02, fake=0.01)
-QUICK_VAD = Trials(seconds=0.5, warm_up=0.15, resolution=0.5)
+QUICK_VAD = Trials(seconds=0.4, warm_up=0.1, resolution=0.5)
 
 
 class _Client:
