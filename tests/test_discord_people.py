@@ -172,7 +172,8 @@ async def test_a_reply_brings_its_chain_and_continues_the_exchange(tmp_path: Pat
             "Paris.",
             "how many people live there?",
         ]
-        await rig.discord.wait_until(lambda: bool(bot_said("About 2 million.")))
+        # Every answer settled (Bob's last edits too: a restart would cut them off).
+        await answered(rig, GENERAL, "Paris.", "ok", "ok", "About 2 million.")
         # A restart of the bot (an edit of its section) empties disnake's message cache.
         await rig.restart_bot("a", f'["{GENERAL}"]', f'["{GENERAL}", "{OTHER}"]')
         fetched = len(rig.discord.requests)
