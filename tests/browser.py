@@ -35,6 +35,8 @@ def chromium_page() -> Iterator[Any]:
     """A new page in a headless Chromium (Playwright's sync API: call it in a thread)."""
     from playwright.sync_api import sync_playwright
 
+    if CHROMIUM is None:  # only in CI, where needs_chromium does not skip: fail, and say why
+        pytest.fail("CI=true: Debian's chromium is not installed (.ci/run installs it)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
