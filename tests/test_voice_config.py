@@ -81,12 +81,12 @@ def test_whisper_smart_turn_and_interruptions(keyring: Keyring) -> None:
 @pytest.mark.parametrize(
     ("voice", "words"),
     [
-        ("{vad: {smart_turn: true}}", False),  # off by default
+        ("{vad: {smart_turn: true}}", None),  # the session decides (see test_voice_session)
         ("{vad: {smart_turn: true, words: true}}", True),
         ("{vad: {smart_turn: true, words: false}}", False),
     ],
 )
-def test_the_words_check_is_asked_for(keyring: Keyring, voice: str, words: bool) -> None:
+def test_the_words_check_is_asked_for(keyring: Keyring, voice: str, words: bool | None) -> None:
     agent = parse_agent(f"voice: {voice}\n", "a.yaml", "a", keyring)
     assert agent.voice is not None
     assert agent.voice.vad.words is words

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.test_smart_turn import ScriptedModel
 from tests.voice_fakes import (
     FakeSTT,
     FakeTTS,
@@ -20,8 +21,9 @@ from tests.voice_fakes import (
     tone,
 )
 from voxbridge.brain import ToolUse, Turn
-from voxbridge.config.model import InterruptionConfig, VADConfig, VoiceConfig
+from voxbridge.config.model import InterruptionConfig, SpeechConfig, VADConfig, VoiceConfig
 from voxbridge.errors import BrainError
+from voxbridge.voice.backchannels import has_words
 from voxbridge.voice.session import CANT_ANSWER, CANT_HEAR, FILLER, Speaker, VoiceSession
 
 
@@ -302,25 +304,80 @@ async def test_a_backchannel_pauses_the_voice_and_it_resumes_where_it_stopped(
     assert len(s.conversation.turns) == 2
 
 
-async def test_a_backchannel_then_more_words_is_an_interruption_after_all(
+async def test_a_backchannel_then_more_words_is_an_interruption_of_its_own(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     long_answer = [f"This is sentence number {n} of a long answer. " for n in range(20)]
     brain = ScriptedBrain(long_answer, gap=0.3)
-    stt = FakeSTT(["tell me everything", "Yeah.", "yeah, but what about Paris"])
+    stt = FakeSTT(["tell me everything", "Yeah.", "but what about Paris"])
     s, out, _ = session(think=brain, stt=stt)
     # "Yeah" (0.4 s); 0.55 s of silence (judged after 0.2: the agent resumes; shorter than a
-    # turn's 0.6) and then more words, the same utterance.
+    # turn's 0.6) and then more words.
     await run(
         s, tone(1.0), silence(0.6 + 0.2 + 0.3 + 0.1 + 1.5), tone(0.4), silence(0.55), tone(1.0)
     )
     assert out.types().count("paused") == 2 and out.types().count("resumed") == 1
     assert out.types().count("interrupted") == 1 and brain.cancelled == 1
-    # The whole utterance (not the "yeah" alone) is the next turn.
-    assert s.conversation.turns[2] == Turn("user", "yeah, but what about Paris")
-    # Heard three times: the question, "yeah" at its pause, and all of it at the next pause
-    # (what a pause hands over is the utterance so far), which is the turn's transcript too.
-    assert len(stt.heard) == 3
+    # "Yeah" was let go: the words after it are an utterance of their own, judged at their own
+    # pause and the next turn — not "yeah" and all that followed, which would wait out a turn.
+    assert s.conversation.turns[2] == Turn("user", "but what about Paris")
+    heard = [n / 2 / 16000 for n in stt.heard]
+    assert len(heard) == 3 and heard[2] < 0.3 + 1.0 + 0.2 + 0.05  # pre-roll, words, pause
+    cut, last_word = out.first("interrupted")[0], 1.0 + 2.7 + 0.4 + 0.55 + 1.0
+    assert cut - last_word == pytest.approx(0.2 + 0.2, abs=0.05)  # its pause, the recogniser
+
+
+@pytest.mark.parametrize(
+    ("said", "words"),
+    [
+        ("Mm-mm.", False),
+        ("And mm", False),  # how Whisper tiny.en once wrote an "mm-hmm"
+        ("And?", False),  # a listener's "go on"
+        ("So then...", False),
+        ("Yeah, okay.", False),
+        ("And stop.", True),
+        ("So what about Paris?", True),
+        ("Wait.", True),
+    ],
+)
+def test_what_a_listener_says_to_go_on_has_no_words(said: str, words: bool) -> None:
+    assert has_words(said, InterruptionConfig().backchannels) is words
+
+
+class WhisperLikeSTT(FakeSTT):
+    """A recogniser that, like Whisper, tells the words said so far (and the sure ones)."""
+
+    async def so_far(self, pcm: bytes) -> tuple[str, str]:
+        text = await self.transcribe(pcm)
+        return text, text
+
+
+@pytest.mark.parametrize(
+    ("stt", "language", "turns"),
+    [
+        (WhisperLikeSTT, None, ["I would like a table for two."]),  # on by default
+        (WhisperLikeSTT, "de", ["I would like a table for", "two."]),  # English rules only
+        (FakeSTT, None, ["I would like a table for", "two."]),  # each pause a request: off
+    ],
+)
+async def test_by_default_the_words_judge_a_pause_when_whisper_hears_english(
+    autojump_clock: trio.testing.MockClock,
+    stt: type[FakeSTT],
+    language: str | None,
+    turns: list[str],
+) -> None:
+    brain = ScriptedBrain(["Sure."])
+    config = VoiceConfig(
+        stt=SpeechConfig(language=language),
+        vad=VADConfig(min_speech=0.25, end_of_turn=2.0, smart_turn=True, pause=0.2),
+    )
+    recogniser = stt(["I would like a table for", turns[-1]])
+    s, _, _ = session(
+        think=brain, stt=recogniser, config=config, smart_turn=ScriptedModel([0.9, 0.9, 0.9])
+    )
+    # "I would like a table for ... [1 s] ... two.": the melody sounds finished at the pause.
+    await run(s, tone(1.0), silence(1.0), tone(0.5))
+    assert [m.text for m in brain.messages] == turns
 
 
 async def test_words_judged_while_more_follow_are_not_the_whole_turn(

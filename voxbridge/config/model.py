@@ -149,8 +149,8 @@ class VADConfig:
     Turn v3 model from an installed pipecat-ai), a path to its ONNX file, or ``None`` (off);
     it is asked after ``pause`` of silence whether the person finished. ``words``: with it,
     what was said so far is transcribed at that pause too, and words that plainly go on ("a
-    table for") make a finished-sounding pause wait (English grammar; off by default: with it,
-    a backchannel over the agent was cut in the benchmark)."""
+    table for") make a finished-sounding pause wait (English grammar); ``None``: on when the
+    STT is Whisper in this process and the language English (the session decides)."""
 
     threshold: float = 0.5
     min_speech: float = 0.25
@@ -158,7 +158,7 @@ class VADConfig:
     max_utterance: float = 30.0
     smart_turn: bool | str | None = None
     pause: float = 0.2
-    words: bool = False
+    words: bool | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> VADConfig:
@@ -174,7 +174,7 @@ class VADConfig:
             max_utterance=parse_duration(raw.get("max_utterance", d.max_utterance)),
             smart_turn=smart,
             pause=parse_duration(raw.get("pause", d.pause)),
-            words=bool(raw.get("words", False)),
+            words=None if raw.get("words") is None else bool(raw["words"]),
         )
 
 

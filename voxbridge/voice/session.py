@@ -229,7 +229,7 @@ class VoiceSession:
         """What hears one speaker: call it with each of their frames (16 kHz ``s16le``), in
         order. For a channel that makes frames in a task of its own: no hop between tasks.
         ``nursery``: where what a pause will need is asked ahead (without one, at the pause)."""
-        words = self._so_far if self.config.vad.words else None
+        words = self._so_far if self._judges_words() else None
         detector = TurnDetector(
             self._new_vad(), self.config.vad, self._smart_turn, words=words, nursery=nursery
         )
@@ -238,6 +238,11 @@ class VoiceSession:
 
         async def hear(frame: bytes) -> None:
             nonlocal over_the_agent, judged
+            if judged is not None and judged.verdict == "backchannel" and detector.speaking:
+                # "Mm-hmm" and the agent went on: whatever this person says next is heard,
+                # judged and ended on its own, not as more of the backchannel.
+                detector.let_go()
+                judged = None
             for event in await detector.push(frame):
                 judging = self._judging if self._judging is judged else None
                 if isinstance(event, SpeechStarted):
@@ -269,6 +274,16 @@ class VoiceSession:
                     self._take(_Spoken(event, trio.current_time(), speaker, text))
 
         return hear
+
+    def _judges_words(self) -> bool:
+        """Whether pauses are judged by their words too (``vad.words``; by default, when the STT
+        is Whisper in this process — it says which words it is sure of, and asking it costs
+        no request — and the language is English)."""
+        if self.config.vad.words is not None:
+            return self.config.vad.words
+        language = self.config.stt.language
+        english = language is None or language.lower().startswith("en")
+        return english and getattr(self._stt, "so_far", None) is not None
 
     async def _words(self, pcm: bytes) -> str | None:
         """What was said in ``pcm``."""

@@ -333,9 +333,20 @@ class TurnDetector:
             self._speaking = True
         return events
 
+    def let_go(self) -> None:
+        """What was said so far is no turn (a listener's "mm-hmm", judged in a pause of it): it
+        ends here, unreported, and speech after this begins an utterance of its own — "mm-hmm"
+        and then "stop, wait" are two, and the second is judged and ended on its own."""
+        if self._speaking:
+            self._preroll.extend(self._speech[-(self._preroll.maxlen or 1) :])
+            self._reset()
+
     def _finish(self, now: float, *, cut: bool, text: str | None = None) -> Utterance:
         pcm = b"".join(self._speech)
+        self._reset()
+        return Utterance(pcm, now, cut, text)
+
+    def _reset(self) -> None:
         self._speech, self._voiced, self._silence, self._speaking = [], 0.0, 0.0, False
         self._paused = False
         self._forget()
-        return Utterance(pcm, now, cut, text)
