@@ -87,3 +87,11 @@ def test_the_words_the_stt_is_sure_of_decide() -> None:
     assert SoFar("Find me a recipe with...", "Find me a recipe").goes_on
     assert SoFar("It was so cold, natter.", "It was so cold,").goes_on
     assert not SoFar("Lock the door.").goes_on  # an STT that does not tell: all of it
+
+
+def test_a_dangling_word_goes_on_however_unsure_the_stt_is_of_it() -> None:
+    # Whisper makes up words that finish a sentence, never an "and" or a "the": so a transcript
+    # that ends on one goes on even when its last word was the unsure one.
+    assert SoFar("my sister and", "my sister").goes_on
+    assert SoFar("Put the milk back in the", "Put the milk back in").goes_on
+    assert not SoFar("Yes, I'd love to.", "Yes, I'd love").goes_on  # a short answer may end so

@@ -17,8 +17,8 @@ need no model and cannot be talked into calling a finished sentence unfinished b
   ("I can.", "Yes, I'd love to.").
 
 Words are judged as the STT is sure of them: Whisper finishes a sentence cut short with a word of
-its own ("I would like a table for ... it."), a word it is unsure of, so the last word is judged
-without it when it tells (:class:`SoFar`'s ``sure``).
+its own ("I would like a table for ... it."), a word it is unsure of, so the words are judged
+without it too when it tells (:class:`SoFar`'s ``sure``).
 
 English only: for another language turn it off (``voice.vad.words: false``).
 """
@@ -64,10 +64,16 @@ def _may_end(words: list[str]) -> bool:
 def goes_on(text: str, sure: str | None = None) -> bool:
     """Whether the transcript ``text`` plainly breaks off mid-sentence; ``sure``: the part of it
     the STT is sure of (its words up to one it may have made up to finish the sentence: see
-    :func:`.whisper_stt.so_far`), whose last word is the one judged."""
-    if _TRAILING.search(text) or (sure is not None and _TRAILING.search(sure)):
+    :func:`.whisper_stt.so_far`), judged too. Either may tell: the word Whisper makes up is one
+    that finishes a sentence ("a table for ... it."), so when ``text`` itself ends on "and" or
+    "the", the sentence goes on however unsure Whisper is of that word."""
+    return _breaks_off(text) or (sure is not None and _breaks_off(sure))
+
+
+def _breaks_off(text: str) -> bool:
+    if _TRAILING.search(text):
         return True
-    words = _WORD.findall((text if sure is None else sure).lower())
+    words = _WORD.findall(text.lower())
     if not words:
         return False
     last = words[-1]
