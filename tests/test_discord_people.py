@@ -172,7 +172,7 @@ async def test_a_reply_brings_its_chain_and_continues_the_exchange(tmp_path: Pat
             "Paris.",
             "how many people live there?",
         ]
-        # Every answer settled (Bob's last edits too: a restart would cut them off).
+        # Every answer complete (Bob's too) before the restart: none is cut off by it.
         await answered(rig, GENERAL, "Paris.", "ok", "ok", "About 2 million.")
         # A restart of the bot (an edit of its section) empties disnake's message cache.
         await rig.restart_bot("a", f'["{GENERAL}"]', f'["{GENERAL}", "{OTHER}"]')
@@ -377,7 +377,7 @@ async def test_limits_per_user_survive_a_restart_of_the_bot(tmp_path: Path) -> N
         await dm("four")  # told once already: no second reply
         bob = await dm("hi", BOB)  # Bob has his own allowance
         await rig.llm.wait_requests(3)
-        # (A restart cancels the edits an answer's rhythm still holds back: let them be made.)
+        # (Bob's answer complete before the restart: else it would be cut off, and say so.)
         await answered(rig, bob, "hello from the llm")
         assert len(rig.replies(channel)) == 3
 

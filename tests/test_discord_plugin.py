@@ -3,6 +3,8 @@ Discord-compatible server, an OpenAI-compatible LLM and an n8n-like webhook, all
 
 from __future__ import annotations
 
+import functools
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,10 @@ from tests.conftest import clean_env
 from tests.fake_brains import FakeLLM, FakeN8n, Plan, start_fake
 from tests.fake_discord import FakeDiscord, RecordedRequest
 from tests.runtime_helpers import options, wait_state, wait_until, write
+from tests.test_memory_faults import Run
 from voxbridge import testing
 from voxbridge.plugins.discord.bot import APOLOGY
+from voxbridge.plugins.discord.reply import CURSOR, STOPPED
 from voxbridge.runtime.fleet import Runtime
 from voxbridge.runtime.run import serve
 from voxbridge.runtime.state import ActorState
@@ -476,6 +480,83 @@ async def test_a_failure_mid_answer_leaves_the_text_and_says_so(tmp_path: Path) 
             "role": "assistant",
             "content": "Here is half an…",
         }
+        nursery.cancel_scope.cancel()
+
+
+STORY = Plan([{"chunks": [f"part{n} " for n in range(40)], "chunk_delay": 0.3}])  # 12 s
+"""An answer still streaming when the bot is stopped."""
+
+
+def cut_off(rig: Rig, channel: int) -> str:
+    """The text of the one message an answer cut off by a stop of its bot left: no cursor,
+    and the line saying it was cut off last."""
+    (message,) = rig.discord.messages_in(channel, "tok-a")
+    shown = message["content"]
+    assert shown.endswith(f"\n{STOPPED}") and CURSOR not in shown, shown
+    said = shown.removesuffix(f"\n{STOPPED}")
+    assert said.startswith("part0 part1")
+    assert rig.llm.chunks_sent < 40  # cut off indeed
+    return said
+
+
+async def streaming(rig: Rig, channel: int) -> None:
+    """Until the bot's answer in ``channel`` has been edited at least once, its cursor showing."""
+    await rig.discord.wait_for(lambda r: r.method == "PATCH", limit_s=10)
+    assert rig.discord.shown(channel, "tok-a").endswith(CURSOR)
+
+
+@pytest.mark.parametrize("stop", ["edit", "delete"])
+async def test_an_answer_cut_off_by_a_stop_of_the_bot_keeps_its_text_and_says_so(
+    tmp_path: Path, stop: str
+) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = STORY
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        rt, channel = await rig.dm_bot_a(nursery, "tell me a long story")
+        await streaming(rig, channel)
+        if stop == "edit":  # an edit of the discord section restarts the bot
+            await rig.restart_bot("a", "channels: []", f"channels: [{OTHER}]")
+        else:
+            path = tmp_path / "agents.d" / "a.yaml"
+            path.unlink()
+            await rt.reconciler.apply_paths([path])
+        # Settled by the time the bot has stopped: the text so far, and why it ends there...
+        said = cut_off(rig, channel)
+        # ...which memory keeps as what was said (marked as cut off), after the question.
+        with trio.fail_after(5):
+            await rt.memory.settle()
+        conversation = await rt.memory.of("a").conversation(f"discord:{channel}")
+        assert [t.content for t in conversation.turns] == ["tell me a long story", f"{said}…"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_shutdown_mid_answer_settles_the_message(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = STORY
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        await rig.servers(nursery)
+        rig.agent("a", "tok-a")
+        base = rig.discord.base_url
+        with Run(tmp_path, "--discord-api-base", base, "--state-dir", "state") as run:
+            await run.until("✅ a/discord ready")
+            asked = await rig.discord.send_message(
+                "tok-a", content="tell me a long story", author_id=ANN, author_name="ann"
+            )
+            channel = int(asked["channel_id"])
+            await streaming(rig, channel)
+            run.proc.send_signal(signal.SIGTERM)
+            # (Waited for in a thread: the fake Discord must go on serving the last edit.)
+            out, _ = await trio.to_thread.run_sync(
+                functools.partial(run.proc.communicate, timeout=30)
+            )
+            assert run.proc.returncode == 0, "".join(run.lines) + out
+        said = cut_off(rig, channel)
+        # The memory the process left behind (same state directory) reads the same.
+        rt = await rig.start(nursery)
+        conversation = await rt.memory.of("a").conversation(f"discord:{channel}")
+        assert [t.content for t in conversation.turns] == ["tell me a long story", f"{said}…"]
         nursery.cancel_scope.cancel()
 
 

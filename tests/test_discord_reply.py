@@ -13,7 +13,14 @@ import trio.testing
 
 from voxbridge.brain import Answer, ToolUse
 from voxbridge.errors import BrainError
-from voxbridge.plugins.discord.reply import BROKE_OFF, CURSOR, Reply, stream_to
+from voxbridge.plugins.discord.reply import (
+    BROKE_OFF,
+    CURSOR,
+    LAST_EDIT_WAIT,
+    STOPPED,
+    Reply,
+    stream_to,
+)
 
 
 class Recorder:
@@ -148,3 +155,103 @@ async def test_a_failure_after_a_tool_line_says_so_in_that_message(
     )
     assert sink.messages == [BROKE_OFF]
     assert isinstance(reply.failure, BrainError)
+
+
+async def stopped_at(
+    seconds: float, steps: Sequence[tuple[float, str | ToolUse | BrainError]], sink: Recorder
+) -> None:
+    """Stream an answer of ``steps`` to ``sink`` and stop it all (the bot stopping) after
+    ``seconds``; assert that the cancellation went through."""
+    send, receive = trio.open_memory_channel[str | ToolUse | BrainError](100)
+    with trio.move_on_after(seconds) as stop:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed, send, steps)
+            await stream_to(sink, Answer(receive))  # type: ignore[arg-type]
+            raise AssertionError("the answer went on after the stop")
+    assert stop.cancelled_caught
+
+
+async def test_a_stop_midway_shows_the_text_so_far_and_says_so_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = trio.current_time()
+    sink = Recorder()
+    # A delta every 0.1 s from t = 0.5 s; the bot stops at 2.25 s (last edit: 1.5 s).
+    await stopped_at(2.25, [(0.5, "w0 ")] + [(0.1, f"w{n} ") for n in range(1, 30)], sink)
+    assert sink.messages == [" ".join(f"w{n}" for n in range(18)) + f"\n{STOPPED}"]
+    *streamed, (at, op, _, _) = sink.writes
+    assert all(text.endswith(CURSOR) for *_, text in streamed)
+    assert (op, at - start) == ("edit", pytest.approx(2.25))  # not held back by the rhythm
+    assert trio.current_time() - start == pytest.approx(2.25)
+
+
+async def test_a_stop_past_the_limit_goes_on_in_a_new_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = Recorder()
+    await stopped_at(0.35, [(0.1, "x" * 1990), (0.1, " y"), (1.0, " z")], sink)
+    assert sink.messages == ["x" * 1990 + " y", STOPPED]
+
+
+async def test_a_stop_before_any_text_posts_nothing_and_after_a_tool_line_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = Recorder()
+    await stopped_at(1.0, [(2.0, "late")], sink)
+    assert sink.writes == []
+    await stopped_at(1.0, [(0.2, ToolUse("lab.hang", "start", "c1")), (5.0, "late")], sink)
+    assert sink.messages == [STOPPED]
+
+
+async def test_a_stop_makes_the_edits_held_back_for_a_complete_answer_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = trio.current_time()
+    sink = Recorder()
+    send, receive = trio.open_memory_channel[str | ToolUse | BrainError](100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed, send, [(0.5, "The answer "), (0.1, "is complete.")])
+        reply = await stream_to(sink, Answer(receive))  # type: ignore[arg-type]
+    assert sink.messages == [f"The answer{CURSOR}"]  # the last edit is held back until 1.5 s
+    with trio.move_on_after(0.2) as stop:
+        await reply.settle()
+    assert stop.cancelled_caught
+    assert sink.messages == ["The answer is complete."]  # complete: nothing to say about it
+    assert sink.writes[-1][0] - start == pytest.approx(0.8)
+
+
+class Dead(Recorder):
+    """A Discord that stops answering edits (``hang``) or refuses them (``fail``) once
+    ``broken`` is set."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.broken = False
+
+    async def edit(self, handle: int, text: str) -> None:
+        if self.broken and self.how == "hang":
+            await trio.sleep_forever()
+        if self.broken:
+            raise RuntimeError("Session is closed")
+        await super().edit(handle, text)
+
+
+@pytest.mark.parametrize("how", ["hang", "fail"])
+async def test_a_stop_waits_for_a_dead_discord_so_long_only(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    start = trio.current_time()
+    sink = Dead(how)
+
+    async def breaks() -> None:
+        await trio.sleep(2.0)
+        sink.broken = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(breaks)
+        await stopped_at(2.25, [(0.5, "w0 ")] + [(0.1, f"w{n} ") for n in range(1, 30)], sink)
+    took = trio.current_time() - start
+    assert took == pytest.approx(2.25 + (LAST_EDIT_WAIT if how == "hang" else 0))
+    assert sink.messages[0].endswith(CURSOR)  # the last edit did not get through...
+    assert "a reply kept its cursor as the bot stopped" in caplog.text  # ...and it says so

@@ -3,7 +3,8 @@
 The bot lives on the shared asyncio loop (:mod:`~voxbridge.plugins.aio`); everything it hears is
 handed to this Trio actor, which decides whether to answer, asks the brain, and sends the reply
 back through the loop. A new client is made for every attempt, on the bridge's loop; cancelling
-the actor closes the bot (gateway and HTTP session) within the grace period; a bot crash is this
+the actor first settles the replies in flight (their last edits, through the bot still online),
+then closes the bot (gateway and HTTP session) within the grace period; a bot crash is this
 actor's exception, and the supervisor restarts it.
 """
 
@@ -34,7 +35,7 @@ from .attachments import MAX_IMAGES, Attachment, read_attachments
 from .chain import attachments_of, clean, turns_of, walk
 from .limits import Rate, RateLimiter
 from .memory import FORGET, KEEP, MemoryCommands, button_owner
-from .reply import Reply, split_message, stream_to
+from .reply import LAST_EDIT_WAIT, Reply, split_message, stream_to
 from .rooms import VoiceRooms
 
 __all__ = ["APOLOGY", "QUEUE_LIMIT", "run", "slow_down"]
@@ -398,10 +399,14 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
     per_user = (settings.get("limits") or {}).get("per_user")
     rate = Rate.parse(per_user) if per_user else None
     limiter = ctx.lasting("discord.limits", RateLimiter)  # outlives this actor (see .limits)
+    online = trio.CancelScope(shield=True)  # lifted once every answer has settled
 
     async with trio.open_nursery() as nursery:
+        answers: trio.Nursery = await nursery.start(_answering, online)
 
         def deliver(item: _Incoming) -> None:  # runs in the Trio thread
+            if not online.shield:
+                return  # the bot is going offline
             if not item.addressed and (
                 item.guild_id is None or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
             ):
@@ -421,7 +426,7 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
             lane = lanes.get(key)
             if lane is None:
                 lane = lanes[key] = _Lane(collections.deque())
-                nursery.start_soon(_serve_lane, ctx, lanes, key, lane, bot_holder, nursery)
+                answers.start_soon(_serve_lane, ctx, lanes, key, lane, bot_holder, answers)
             elif len(lane.waiting) >= QUEUE_LIMIT:
                 ctx.count("messages_dropped")
                 ctx.log.warning(
@@ -451,7 +456,8 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
                 _cancel_leftovers(bot)
 
         try:
-            await run_on_loop(main, grace=ctx.grace)
+            with online:
+                await run_on_loop(main, grace=ctx.grace)
         except disnake.LoginFailure:
             raise PermanentFailure(
                 "Discord rejected the bot token (401): reset it in the "
@@ -469,6 +475,23 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
                 raise PermanentFailure(_INTENTS_HELP) from None
             raise
         raise RuntimeError("the Discord client stopped by itself")
+
+
+async def _answering(
+    online: trio.CancelScope, *, task_status: trio.TaskStatus[trio.Nursery]
+) -> None:
+    """Hold the nursery where answers are made and settled, until cancelled.
+
+    ``online`` shields the bot from the cancellation that stops the actor until every answer
+    in flight has had its last edit (each within its wait: see :meth:`.Reply.last_word`), so a
+    reply cut off by the stop is settled through the bot still online; then the bot closes.
+    """
+    try:
+        async with trio.open_nursery() as answers:
+            task_status.started(answers)
+            await trio.sleep_forever()
+    finally:
+        online.shield = False
 
 
 def _cancel_leftovers(bot: commands.InteractionBot) -> None:
@@ -617,11 +640,15 @@ async def _answer(
             try:
                 async with ctx.think(message, turns, stored=exchange.stored) as answer:
                     try:
-                        reply = await stream_to(sink, answer)
+                        # Half the grace period at most: the other half is the bot's to close.
+                        wait = min(LAST_EDIT_WAIT, ctx.grace / 2)
+                        reply = await stream_to(sink, answer, stop_wait=wait, logger=ctx.log)
+                        # Before leaving the block (a checkpoint): a stop that comes as the
+                        # brain's request closes still finds the edits held back, and makes them.
+                        background.start_soon(_settle, ctx, reply)
                     finally:
                         said, complete = answer.text, answer.done
                 failure = reply.failure
-                background.start_soon(_settle, ctx, reply)
             except (BrainError, disnake.HTTPException) as exc:
                 failure = exc
             typing.cancel()
