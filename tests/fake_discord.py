@@ -304,6 +304,10 @@ class FakeDiscord:
         self._voice_states: dict[tuple[int, int], Json] = {}
         """By (guild id, user id): every user in a voice channel."""
         self._changed = trio.Event()
+        self.edits_wait: trio.Event | None = None
+        """While set, every message edit waits for it (a Discord slow to answer); those waiting
+        are in ``edits_waiting`` (their bodies)."""
+        self.edits_waiting: list[Json] = []
         self._url: str | None = None
         self._nursery: trio.Nursery | None = None
         self.voice = FakeVoiceServer(dave_version=dave_version)
@@ -1304,6 +1308,10 @@ class FakeDiscord:
 
     async def _edit_message(self, call: _Call) -> Response:
         self._authed(call)
+        if (held := self.edits_wait) is not None:
+            self.edits_waiting.append(call.json or {})
+            self._notify()
+            await held.wait()
         message = self._stored_message(call)
         message |= self._message_fields(call.json or {}) | {"edited_timestamp": _now()}
         self._writes[int(message["id"])].append(time.perf_counter())

@@ -531,6 +531,99 @@ async def test_an_answer_cut_off_by_a_stop_of_the_bot_keeps_its_text_and_says_so
         nursery.cancel_scope.cancel()
 
 
+async def test_messages_waiting_when_the_bot_restarts_are_answered_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([*STORY.steps, {"reply": "answered after the restart"}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        rt, channel = await rig.dm_bot_a(nursery, "tell me a long story")
+        # Two more while the first is answered: they wait in ann's lane.
+        waiting = [
+            await rig.discord.send_message("tok-a", content=text, author_id=ANN, author_name="ann")
+            for text in ("and then?", "one more thing")
+        ]
+        await streaming(rig, channel)
+        await rig.restart_bot("a", "channels: []", f"channels: [{OTHER}]")
+        # The restarted bot answers them, in order, each replying to its message.
+        await rig.llm.wait_requests(3)
+        asked = [r["messages"][-1]["content"] for r in rig.llm.requests]
+        assert asked == ["tell me a long story", "and then?", "one more thing"]
+        await rig.discord.wait_until(lambda: len(rig.discord.messages_in(channel, "tok-a")) == 3)
+        first, *later = rig.discord.messages_in(channel, "tok-a")
+        assert first["content"].endswith(f"\n{STOPPED}")  # the first one was cut off, as before
+        assert [m["message_reference"]["message_id"] for m in later] == [m["id"] for m in waiting]
+        await rig.discord.wait_until(
+            lambda: all(
+                m["content"] == "answered after the restart"
+                for m in rig.discord.messages_in(channel, "tok-a")[1:]
+            )
+        )
+        assert rt.table.counters(("a", "discord")).get("messages_dropped", 0) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_message_heard_as_the_bot_goes_offline_is_answered_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = Plan([*STORY.steps, {"reply": "answered after the restart"}])
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        rt, channel = await rig.dm_bot_a(nursery, "tell me a long story")
+        await streaming(rig, channel)
+        slow = rig.discord.edits_wait = trio.Event()
+        async with trio.open_nursery() as restart:
+            restart.start_soon(rig.restart_bot, "a", "channels: []", f"channels: [{OTHER}]")
+            # The stopping bot makes its last edit, which Discord holds: it is still online...
+            await rig.discord.wait_until(
+                lambda: any(STOPPED in e.get("content", "") for e in rig.discord.edits_waiting),
+                limit_s=10,
+            )
+            late = await rig.discord.send_message(
+                "tok-a", content="are you there?", author_id=ANN, author_name="ann"
+            )
+            # ...until its last edit's wait is over (2 s); then the next bot starts.
+        rig.discord.edits_wait = None
+        slow.set()
+        await rig.llm.wait_requests(2)
+        assert rig.llm.requests[-1]["messages"][-1]["content"] == "are you there?"
+
+        def answered() -> bool:
+            return any(
+                m.get("message_reference", {}).get("message_id") == late["id"]
+                and m["content"] == "answered after the restart"
+                for m in rig.discord.messages_in(channel, "tok-a")
+            )
+
+        await rig.discord.wait_until(answered)
+        assert rt.table.counters(("a", "discord")).get("messages_dropped", 0) == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_messages_waiting_when_the_agent_is_deleted_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path)
+    rig.llm.plan = STORY
+    rig.discord.add_bot("tok-a", user_id=101, name="BotA")
+    async with trio.open_nursery() as nursery:
+        rt, channel = await rig.dm_bot_a(nursery, "tell me a long story")
+        for text in ("and then?", "one more thing"):
+            await rig.discord.send_message("tok-a", content=text, author_id=ANN, author_name="ann")
+        await streaming(rig, channel)
+        path = tmp_path / "agents.d" / "a.yaml"
+        path.unlink()
+        await rt.reconciler.apply_paths([path])
+        # No bot of this agent comes next: they are not answered, and the log says so (the
+        # actor's counters go with the agent).
+        cut_off(rig, channel)
+        assert "2 waiting message(s) will not be answered: the agent was deleted" in caplog.text
+        assert len(rig.llm.requests) == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_shutdown_mid_answer_settles_the_message(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.llm.plan = STORY
@@ -545,6 +638,10 @@ async def test_a_shutdown_mid_answer_settles_the_message(tmp_path: Path) -> None
                 "tok-a", content="tell me a long story", author_id=ANN, author_name="ann"
             )
             channel = int(asked["channel_id"])
+            for text in ("and then?", "one more thing"):  # waiting: no bot comes next
+                await rig.discord.send_message(
+                    "tok-a", content=text, author_id=ANN, author_name="ann"
+                )
             await streaming(rig, channel)
             run.proc.send_signal(signal.SIGTERM)
             # (Waited for in a thread: the fake Discord must go on serving the last edit.)
@@ -552,6 +649,8 @@ async def test_a_shutdown_mid_answer_settles_the_message(tmp_path: Path) -> None
                 functools.partial(run.proc.communicate, timeout=30)
             )
             assert run.proc.returncode == 0, "".join(run.lines) + out
+            said_why = "2 waiting message(s) will not be answered: voxbridge is shutting down"
+            assert said_why in "".join(run.lines) + out
         said = cut_off(rig, channel)
         # The memory the process left behind (same state directory) reads the same.
         rt = await rig.start(nursery)

@@ -67,6 +67,11 @@ def is_tool_actor(name: str) -> bool:
 class Fleet(Protocol):
     """What an actor may ask of the runtime about the whole fleet."""
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the process is shutting down (an actor stopping now has no next one)."""
+        ...
+
     def agents(self) -> Mapping[str, Agent]:
         """Every loaded agent by id (read-only)."""
         ...
@@ -181,7 +186,8 @@ class Context:
     def lasting(self, name: str, make: Callable[[], T]) -> T:
         """State of this agent that outlives this actor: ``make()``'s result the first time,
         the same object afterwards — after a restart of the actor too (an edit of its section,
-        a crash), for as long as the process runs. ``name`` is the plugin's to choose
+        a crash), for as long as the process runs and the agent exists (when its file is
+        deleted, an object with a ``dropped()`` method is told). ``name`` is the plugin's to choose
         (``discord.limits``); what is kept must not hold the actor's resources."""
         return self.fleet.lasting(self.agent_id, name, make)
 

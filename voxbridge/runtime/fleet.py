@@ -108,6 +108,7 @@ class Runtime:
             owns=options.shard.owns,
             plugins=plugins,
             on_change=self._agent_changed,
+            on_removed=self._agent_removed,
             on_version=self.commits.request,
         )
         self.ready = False
@@ -132,6 +133,14 @@ class Runtime:
         event = self._changes.pop(agent_id, None)
         if event is not None:
             event.set()
+
+    def _agent_removed(self, agent_id: str) -> None:
+        """Drop what the agent kept across restarts; an object with a ``dropped()`` method is
+        told (it may log what is lost with it)."""
+        for key in [k for k in self._lasting if k[0] == agent_id]:
+            dropped = getattr(self._lasting.pop(key), "dropped", None)
+            if callable(dropped):
+                dropped()
 
     async def _wait_change(self, agent_id: str) -> None:
         await self._changes.setdefault(agent_id, trio.Event()).wait()

@@ -83,6 +83,7 @@ class Reconciler:
         owns: Callable[[str], bool] = lambda _id: True,
         plugins: Mapping[str, Plugin] | None = None,
         on_change: Callable[[str], None] = lambda _id: None,
+        on_removed: Callable[[str], None] = lambda _id: None,
         on_version: Callable[[str, Path, str], None] = lambda _id, _path, _blob: None,
     ) -> None:
         self.agents_dir = agents_dir
@@ -95,6 +96,7 @@ class Reconciler:
         self._owns = owns
         self._plugins = plugins
         self._on_change = on_change
+        self._on_removed = on_removed
         self._on_version = on_version
         self._files: dict[Path, _File] = {}
         self._path_of: dict[str, Path] = {}
@@ -284,6 +286,7 @@ class Reconciler:
         old = self._index.get(agent_id)
         await self._switch(old, None, None)
         self._index.remove(agent_id)
+        self._on_removed(agent_id)
         del self._path_of[agent_id]
         self._table.set_version(agent_id, None)
         log.info("🛑 Removed agent '%s' (%s deleted)", agent_id, path, extra={"agent": agent_id})

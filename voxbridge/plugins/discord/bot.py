@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import ssl
@@ -33,6 +34,7 @@ from ..api import Context
 from .access import Access, Where, channel_ids
 from .attachments import MAX_IMAGES, Attachment, read_attachments
 from .chain import attachments_of, clean, turns_of, walk
+from .handover import MAX_AGE, Handover, fresh
 from .limits import Rate, RateLimiter
 from .memory import FORGET, KEEP, MemoryCommands, button_owner
 from .reply import LAST_EDIT_WAIT, Reply, split_message, stream_to
@@ -57,7 +59,10 @@ Inter = ApplicationCommandInteraction[commands.InteractionBot]
 
 @dataclass(frozen=True, slots=True)
 class _Incoming:
-    message: disnake.Message  # touched only on the asyncio loop
+    """A message heard, as plain data: what answering it needs but the message object itself
+    (which belongs to the client that heard it)."""
+
+    message_id: int
     channel_id: int
     guild_id: int | None
     author_id: int
@@ -69,12 +74,28 @@ class _Incoming:
     replying: bool = False  # it replies to a message: its chain is the context
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A message in a lane: what it asks, when it was heard (Trio's clock), and its message
+    object, touched only on the asyncio loop (None: a bot before this one heard it; it is
+    fetched again to be answered)."""
+
+    item: _Incoming
+    heard_at: float
+    message: disnake.Message | None = None
+
+    def left(self) -> _Waiting:
+        """As a stopping bot leaves it to the next one: nothing of its client."""
+        return _Waiting(dataclasses.replace(self.item, attachments=()), self.heard_at)
+
+
 @dataclass(eq=False)
 class _Lane:
     """One person's messages in one channel, answered in order; lanes run side by side, so a
     busy channel answers several people at once."""
 
-    waiting: collections.deque[_Incoming]
+    waiting: collections.deque[_Waiting]
+    serving: bool = False  # a task answers them (not while the bot is not ready, or stopping)
 
 
 def slow_down(rate: Rate, wait: float) -> str:
@@ -162,7 +183,7 @@ def _people(channel: disnake.abc.GuildChannel, me: int) -> int:
 def _make_bot(
     ctx: Context,
     token: trio.lowlevel.TrioToken,
-    deliver: Callable[[_Incoming], None],
+    deliver: Callable[[_Incoming, disnake.Message], None],
     became_ready: Callable[[], None],
     rooms: VoiceRooms,
     spawn: Callable[[Callable[[], Awaitable[None]]], None],
@@ -246,7 +267,7 @@ def _make_bot(
                 is_dm,
             )
         item = _Incoming(
-            message=message,
+            message_id=message.id,
             channel_id=channel.id,
             guild_id=message.guild.id if message.guild else None,
             author_id=message.author.id,
@@ -257,7 +278,7 @@ def _make_bot(
             attachments=attachments_of(message) if message.attachments else (),
             replying=ref is not None,
         )
-        to_trio(token, lambda: deliver(item))
+        to_trio(token, lambda: deliver(item, message))
 
     @bot.slash_command(name="agent", description="Which agent answers here")
     async def agent(inter: Inter) -> None:
@@ -399,82 +420,110 @@ async def run(ctx: Context, *, task_status: trio.TaskStatus[None]) -> None:
     per_user = (settings.get("limits") or {}).get("per_user")
     rate = Rate.parse(per_user) if per_user else None
     limiter = ctx.lasting("discord.limits", RateLimiter)  # outlives this actor (see .limits)
+    # What the bot before this one left unanswered (and, on a stop, what this one leaves).
+    handover: Handover[_Waiting] = ctx.lasting("discord.waiting", Handover)
     online = trio.CancelScope(shield=True)  # lifted once every answer has settled
 
-    async with trio.open_nursery() as nursery:
-        answers: trio.Nursery = await nursery.start(_answering, online)
+    try:
+        async with trio.open_nursery() as nursery:
+            answers: trio.Nursery = await nursery.start(_answering, online)
 
-        def deliver(item: _Incoming) -> None:  # runs in the Trio thread
-            if not online.shield:
-                return  # the bot is going offline
-            if not item.addressed and (
-                item.guild_id is None or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
-            ):
-                return  # an ambient message for another agent
-            if item.where is not None and access.refuses(item.where):
-                ctx.count("messages_refused")
-                return
-            if rate is not None:
-                now, person = trio.current_time(), f"discord:{item.author_id}"
-                wait = limiter.take(person, rate, now)
-                if wait:
-                    ctx.count("messages_limited")
-                    if limiter.first_refusal(person, wait, now):
-                        nursery.start_soon(_say, ctx, item.message, slow_down(rate, wait))
+            def serve(key: tuple[int, int], lane: _Lane) -> None:
+                if not lane.serving and ready.is_set() and online.shield:
+                    lane.serving = True
+                    answers.start_soon(_serve_lane, ctx, lanes, key, lane, bot_holder, answers)
+
+            def queue(waiting: _Waiting) -> bool:
+                """Put a message in its lane (False: the lane is full); answered as soon as the
+                bot is ready — while it goes offline, it waits for the next bot."""
+                key = (waiting.item.channel_id, waiting.item.author_id)
+                lane = lanes.setdefault(key, _Lane(collections.deque()))
+                if len(lane.waiting) >= QUEUE_LIMIT:
+                    return False
+                lane.waiting.append(waiting)
+                serve(key, lane)
+                return True
+
+            def deliver(item: _Incoming, message: disnake.Message) -> None:  # in the Trio thread
+                if not item.addressed and (
+                    item.guild_id is None
+                    or ctx.fleet.active_agent_id(item.guild_id) != ctx.agent_id
+                ):
+                    return  # an ambient message for another agent
+                if item.where is not None and access.refuses(item.where):
+                    ctx.count("messages_refused")
                     return
-            key = (item.channel_id, item.author_id)
-            lane = lanes.get(key)
-            if lane is None:
-                lane = lanes[key] = _Lane(collections.deque())
-                answers.start_soon(_serve_lane, ctx, lanes, key, lane, bot_holder, answers)
-            elif len(lane.waiting) >= QUEUE_LIMIT:
-                ctx.count("messages_dropped")
-                ctx.log.warning(
-                    "⚠️ channel %s: %d messages of one person waiting already; one dropped",
-                    item.channel_id,
-                    QUEUE_LIMIT,
-                )
-                return
-            lane.waiting.append(item)
+                if rate is not None:
+                    now, person = trio.current_time(), f"discord:{item.author_id}"
+                    wait = limiter.take(person, rate, now)
+                    if wait:
+                        ctx.count("messages_limited")
+                        if limiter.first_refusal(person, wait, now) and online.shield:
+                            nursery.start_soon(_say, ctx, message, slow_down(rate, wait))
+                        return
+                if not queue(_Waiting(item, trio.current_time(), message)):
+                    ctx.count("messages_dropped")
+                    ctx.log.warning(
+                        "⚠️ channel %s: %d messages of one person waiting already; one dropped",
+                        item.channel_id,
+                        QUEUE_LIMIT,
+                    )
 
-        def became_ready() -> None:
-            if not ready.is_set():
-                ready.set()
-                task_status.started()
+            def take_over(left: list[_Waiting]) -> None:
+                young, old = fresh(left, trio.current_time())
+                if old:
+                    _unanswered(ctx, old, f"heard over {MAX_AGE:.0f}s ago")
+                taken = sum(queue(w) for w in young)
+                if taken < len(young):
+                    _unanswered(ctx, len(young) - taken, "past the queue's bound")
+                if taken:
+                    ctx.log.info("↪️ %d messages heard before a restart are answered first", taken)
 
-        bot_holder: list[commands.InteractionBot] = []
-        rooms = VoiceRooms(ctx, lambda: bot_holder[-1] if bot_holder else None, nursery)
+            def became_ready() -> None:
+                if not ready.is_set():
+                    ready.set()
+                    for key, lane in list(lanes.items()):  # those the bot before this one left
+                        serve(key, lane)
+                    task_status.started()
 
-        async def main() -> None:  # on the asyncio loop
-            bot = _make_bot(ctx, token, deliver, became_ready, rooms, nursery.start_soon)
-            bot_holder.append(bot)
+            bot_holder: list[commands.InteractionBot] = []
+            rooms = VoiceRooms(ctx, lambda: bot_holder[-1] if bot_holder else None, nursery)
+
+            async def main() -> None:  # on the asyncio loop
+                bot = _make_bot(ctx, token, deliver, became_ready, rooms, nursery.start_soon)
+                bot_holder.append(bot)
+                try:
+                    await bot.start(secret.reveal(), reconnect=True)
+                finally:
+                    if not bot.is_closed():
+                        await bot.close()
+                    _cancel_leftovers(bot)
+
+            handover.attach(take_over)
             try:
-                await bot.start(secret.reveal(), reconnect=True)
-            finally:
-                if not bot.is_closed():
-                    await bot.close()
-                _cancel_leftovers(bot)
-
-        try:
-            with online:
-                await run_on_loop(main, grace=ctx.grace)
-        except disnake.LoginFailure:
-            raise PermanentFailure(
-                "Discord rejected the bot token (401): reset it in the "
-                "Developer Portal and put the new one in the file"
-            ) from None
-        except disnake.PrivilegedIntentsRequired:
-            raise PermanentFailure(_INTENTS_HELP) from None
-        except disnake.ConnectionClosed as exc:
-            if exc.code == 4004:
+                with online:
+                    await run_on_loop(main, grace=ctx.grace)
+            except disnake.LoginFailure:
                 raise PermanentFailure(
-                    "Discord closed the gateway with 4004 (authentication "
-                    "failed): the bot token is invalid"
+                    "Discord rejected the bot token (401): reset it in the "
+                    "Developer Portal and put the new one in the file"
                 ) from None
-            if exc.code == 4014:
+            except disnake.PrivilegedIntentsRequired:
                 raise PermanentFailure(_INTENTS_HELP) from None
-            raise
-        raise RuntimeError("the Discord client stopped by itself")
+            except disnake.ConnectionClosed as exc:
+                if exc.code == 4004:
+                    raise PermanentFailure(
+                        "Discord closed the gateway with 4004 (authentication "
+                        "failed): the bot token is invalid"
+                    ) from None
+                if exc.code == 4014:
+                    raise PermanentFailure(_INTENTS_HELP) from None
+                raise
+            finally:
+                handover.detach(take_over)
+            raise RuntimeError("the Discord client stopped by itself")
+    finally:
+        _leave(ctx, handover, lanes)
 
 
 async def _answering(
@@ -517,13 +566,67 @@ async def _serve_lane(
 ) -> None:
     """Answer one person's messages in one channel in order, one at a time, then end (the
     last edits of an answer, held back by the edit rhythm, are made in ``background`` while
-    the next one starts)."""
+    the next one starts). A stop leaves the messages not begun in the lane, for the next bot."""
     try:
         while lane.waiting:
-            await _answer(ctx, lane.waiting.popleft(), bots[-1], background)
+            first = lane.waiting[0]
+            item, message = first.item, first.message
+            if message is None:
+                item, message = await _heard_again(ctx, item, bots[-1])
+            await trio.lowlevel.checkpoint()  # a stop come meanwhile: the message stays
+            lane.waiting.popleft()
+            if message is not None:
+                await _answer(ctx, item, message, bots[-1], background)
     finally:
-        if lanes.get(key) is lane:
+        lane.serving = False
+        if lanes.get(key) is lane and not lane.waiting:
             del lanes[key]
+
+
+async def _heard_again(
+    ctx: Context, item: _Incoming, bot: commands.InteractionBot
+) -> tuple[_Incoming, disnake.Message | None]:
+    """A message a bot before this one heard, fetched through this one (None: it is gone)."""
+    channel = bot.get_partial_messageable(item.channel_id)
+
+    async def fetch() -> tuple[_Incoming, disnake.Message]:
+        message = await channel.fetch_message(item.message_id)
+        # Its attachments are read through this bot's session, not the closed one's.
+        attachments = attachments_of(message) if message.attachments else ()
+        return dataclasses.replace(item, attachments=attachments), message
+
+    try:
+        return await run_on_loop(fetch)
+    except disnake.NotFound:
+        ctx.log.info("a message heard before a restart was deleted since: not answered")
+    except disnake.HTTPException as exc:
+        _unanswered(ctx, 1, f"it could not be fetched again ({exc})")
+    return item, None
+
+
+_GONE = "the agent was deleted as its bot stopped"
+
+
+def _unanswered(ctx: Context, count: int, why: str) -> None:
+    ctx.count("messages_dropped", count)
+    ctx.log.warning("⚠️ %d waiting message(s) will not be answered: %s", count, why)
+
+
+def _leave(ctx: Context, handover: Handover[_Waiting], lanes: dict[tuple[int, int], _Lane]) -> None:
+    """The bot has stopped: hand the messages still waiting to the next bot of the agent, or
+    at shutdown say how many go unanswered (an agent deleted: see .handover)."""
+    left = [waiting.left() for lane in lanes.values() for waiting in lane.waiting]
+    lanes.clear()
+    if not left:
+        return
+    if ctx.fleet.stopping:
+        _unanswered(ctx, len(left), "voxbridge is shutting down")
+        return
+
+    def lost(count: int) -> None:  # the actor's counters went with the agent: a warning only
+        ctx.log.warning("⚠️ %d waiting message(s) will not be answered: %s", count, _GONE)
+
+    handover.leave(left, lost)
 
 
 async def _say(ctx: Context, message: disnake.Message, text: str) -> None:
@@ -582,7 +685,9 @@ class _Asked:
     chain: list[Turn] | None = None
 
 
-async def _asked(ctx: Context, item: _Incoming, bot: commands.InteractionBot) -> _Asked:
+async def _asked(
+    ctx: Context, item: _Incoming, message: disnake.Message, bot: commands.InteractionBot
+) -> _Asked:
     if not (item.attachments or item.replying):
         return _Asked(item.text)  # the usual message: nothing to read or fetch
     agent = ctx.agent
@@ -593,7 +698,6 @@ async def _asked(ctx: Context, item: _Incoming, bot: commands.InteractionBot) ->
         text = f"{text}\n{notes}".strip()
     chain = None
     if item.replying and agent.history > 0:
-        message = item.message
         said = await run_on_loop(lambda: walk(bot, message, agent.history))
         if said:
             left = MAX_IMAGES - len(images)
@@ -602,12 +706,16 @@ async def _asked(ctx: Context, item: _Incoming, bot: commands.InteractionBot) ->
 
 
 async def _answer(
-    ctx: Context, item: _Incoming, bot: commands.InteractionBot, background: trio.Nursery
+    ctx: Context,
+    item: _Incoming,
+    message: disnake.Message,
+    bot: commands.InteractionBot,
+    background: trio.Nursery,
 ) -> None:
     agent = ctx.agent
     place = f"discord:{item.channel_id}"  # a channel, a thread or a DM: each its own
     person = f"discord:{item.author_id}"
-    asked = await _asked(ctx, item, bot)
+    asked = await _asked(ctx, item, message, bot)
     text = asked.text
     conversation = await ctx.memory.conversation(place)
     exchange = conversation.ask(text, person=person, name=item.author_name)
@@ -617,7 +725,7 @@ async def _answer(
         turns = [*asked.chain, Turn("user", text)]
     if asked.images:  # shown with this request only: memory keeps their names
         turns[-1] = Turn("user", text, asked.images)
-    message = Message(
+    question = Message(
         session_id=place,
         user_id=str(item.author_id),
         username=item.author_name,
@@ -626,7 +734,7 @@ async def _answer(
     )
     started = trio.current_time()
     typing = trio.CancelScope()
-    sink = _ReplySink(item.message, typing)
+    sink = _ReplySink(message, typing)
     failure: VoxbridgeError | disnake.HTTPException | None = None
     said, complete = "", False
     try:
@@ -634,11 +742,11 @@ async def _answer(
 
             async def show_typing() -> None:
                 with typing:
-                    await _typing(item.message)
+                    await _typing(message)
 
             nursery.start_soon(show_typing)
             try:
-                async with ctx.think(message, turns, stored=exchange.stored) as answer:
+                async with ctx.think(question, turns, stored=exchange.stored) as answer:
                     try:
                         # Half the grace period at most: the other half is the bot's to close.
                         wait = min(LAST_EDIT_WAIT, ctx.grace / 2)
@@ -668,5 +776,5 @@ async def _answer(
         ctx.log.error("❌ %s in channel %s: %s", what, item.channel_id, failure)
         ctx.note(f"last brain error: {failure}")
         if sink.first_post_at is None:
-            await run_on_loop(lambda: item.message.reply(APOLOGY, mention_author=False))
+            await run_on_loop(lambda: message.reply(APOLOGY, mention_author=False))
     ctx.count("messages")
