@@ -390,27 +390,37 @@ async def test_n8n_primary_answers_instead_of_the_llm(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_a_slow_brain_is_cancelled_by_a_file_edit(tmp_path: Path) -> None:
+async def test_a_question_cut_by_a_file_edit_before_any_word_is_answered_by_the_next_bot(
+    tmp_path: Path,
+) -> None:
     rig = Rig(tmp_path)
-    rig.llm.plan = Plan([{"delay": 30, "reply": "too late"}])
+    rig.llm.plan = Plan([{"delay": 30, "reply": "too late"}, {"reply": "answered after all"}])
     rig.discord.add_bot("tok-a", user_id=101, name="BotA")
     async with trio.open_nursery() as nursery:
         await rig.servers(nursery)
         path = rig.agent("a", "tok-a")
         rt = await rig.start(nursery)
         await ready(rig, "a")
-        await rig.discord.send_message("tok-a", content="hi", author_id=ANN, author_name="ann")
+        hi = await rig.discord.send_message("tok-a", content="hi", author_id=ANN, author_name="ann")
         await rig.llm.wait_requests(1)
         # A brain this slow gets "typing…" shown (a quick one does not need it).
         await rig.discord.wait_for(lambda r: r.path.endswith("/typing"))
-        # The plugin section changes (channels): the actor restarts, the pending answer goes.
+        # The plugin section changes (channels): the actor restarts, the pending answer goes...
         bot = rig.discord._bot("tok-a")
         path.write_text(path.read_text().replace("channels: []", f"channels: [{OTHER}]"))
         await rig.discord.wait_until(lambda: bot.identifies == 2, limit_s=10)
         await wait_state(rt, ("a", "discord"), ActorState.RUNNING)
-        assert [
-            r for r in rig.discord.requests if r.path.endswith("/messages") and r.method == "POST"
-        ] == []
+        # ...and as ann saw nothing of it but "typing…", the next bot asks again and answers.
+        await rig.llm.wait_requests(2)
+        assert [r["messages"][-1]["content"] for r in rig.llm.requests] == ["hi", "hi"]
+        channel = int(hi["channel_id"])
+        await rig.discord.wait_until(lambda: rig.discord.shown(channel, "tok-a") != "")
+        (answer,) = rig.discord.messages_in(channel, "tok-a")
+        assert answer["message_reference"]["message_id"] == hi["id"]
+        await rig.discord.wait_until(
+            lambda: rig.discord.shown(channel, "tok-a") == "answered after all"
+        )
+        assert rt.table.counters(("a", "discord")).get("messages_dropped", 0) == 0
         nursery.cancel_scope.cancel()
 
 

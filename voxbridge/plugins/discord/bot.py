@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import functools
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -576,7 +577,9 @@ async def _serve_lane(
             await trio.lowlevel.checkpoint()  # a stop come meanwhile: the message stays
             lane.waiting.popleft()
             if message is not None:
-                await _answer(ctx, item, message, bots[-1], background)
+                # Stopped before the person saw a word of it: it waits for the next bot again.
+                unseen = functools.partial(lane.waiting.appendleft, first)
+                await _answer(ctx, item, message, bots[-1], background, unseen)
     finally:
         lane.serving = False
         if lanes.get(key) is lane and not lane.waiting:
@@ -711,7 +714,10 @@ async def _answer(
     message: disnake.Message,
     bot: commands.InteractionBot,
     background: trio.Nursery,
+    unseen: Callable[[], None],
 ) -> None:
+    """Answer ``item``; ``unseen()`` when a stop of the bot cuts it before anything of the
+    answer was shown — only "typing…" — so that the next bot answers it."""
     agent = ctx.agent
     place = f"discord:{item.channel_id}"  # a channel, a thread or a DM: each its own
     person = f"discord:{item.author_id}"
@@ -736,7 +742,7 @@ async def _answer(
     typing = trio.CancelScope()
     sink = _ReplySink(message, typing)
     failure: VoxbridgeError | disnake.HTTPException | None = None
-    said, complete = "", False
+    said, complete, ended = "", False, False
     try:
         async with trio.open_nursery() as nursery:
 
@@ -760,8 +766,14 @@ async def _answer(
             except (BrainError, disnake.HTTPException) as exc:
                 failure = exc
             typing.cancel()
+        ended = True
     finally:
         exchange.answered(said, cut=bool(said.strip()) and not complete)
+        # Stopped (not failed: a message that crashes the bot must not come back for the next)
+        # before anything was shown.
+        stopped = trio.current_effective_deadline() == -math.inf
+        if not ended and stopped and sink.first_post_at is None:
+            unseen()
     if sink.first_post_at is not None:
         ctx.observe("first_text", sink.first_post_at - started)
     ctx.observe("brain", trio.current_time() - started)
