@@ -230,7 +230,7 @@ class TurnDetector:
         p = await self._vad.probability(to_float(window)) if window.any() else 0.0
         events.extend(self._decide(p, window))
         if self._speaking and not self._paused and self._silence > 0:
-            if self._nursery is not None:
+            if self._nursery is not None and self._smart is not None:
                 self._ask_ahead()
             if self._silence + 1e-9 >= self._config.pause:
                 events.append(await self._pause())
@@ -246,7 +246,7 @@ class TurnDetector:
 
     def _ask_ahead(self) -> None:
         """A silence under way: ask what the pause will need, so it is answered by then."""
-        pause, pcm = self._config.pause, b"".join(self._speech)
+        pause = self._config.pause
         # Not at once: the gaps between words would each cost a transcription, and those not
         # waited for still hold the STT's threads until they finish.
         words_ahead = self._silence + 1e-9 >= pause - WORDS_AHEAD
@@ -254,9 +254,11 @@ class TurnDetector:
             # As it will be heard at the pause: the speech, then silence (Whisper may hear a
             # word in audio that stops dead: "... up to turn the volume up to turn the ...").
             ending = bytes(2 * round(max(0.0, pause - self._silence) * RATE))
-            self._transcript = _Question(partial(self._words, pcm + ending), self._nursery)
+            pcm = b"".join(self._speech) + ending
+            self._transcript = _Question(partial(self._words, pcm), self._nursery)
         ahead = self._silence + 1e-9 >= pause - AHEAD
         if self._smart is not None and self._verdict is None and ahead:
+            pcm = b"".join(self._speech)  # joined only when asked: this runs every window
             self._verdict = _Question(partial(self._smart.complete, pcm), self._nursery)
 
     async def _pause(self) -> SpeechPaused | Utterance:
