@@ -607,11 +607,9 @@ async def _heard_again(
     return item, None
 
 
-_GONE = "the agent was deleted as its bot stopped"
-
-
-def _unanswered(ctx: Context, count: int, why: str) -> None:
-    ctx.count("messages_dropped", count)
+def _unanswered(ctx: Context, count: int, why: str, *, counted: bool = True) -> None:
+    if counted:
+        ctx.count("messages_dropped", count)
     ctx.log.warning("⚠️ %d waiting message(s) will not be answered: %s", count, why)
 
 
@@ -627,7 +625,7 @@ def _leave(ctx: Context, handover: Handover[_Waiting], lanes: dict[tuple[int, in
         return
 
     def lost(count: int) -> None:  # the actor's counters went with the agent: a warning only
-        ctx.log.warning("⚠️ %d waiting message(s) will not be answered: %s", count, _GONE)
+        _unanswered(ctx, count, "the agent was deleted as its bot stopped", counted=False)
 
     handover.leave(left, lost)
 
